@@ -1,0 +1,43 @@
+"""oodscore: out-of-distribution detection for any PyTorch model that returns logits.
+
+Every score follows one convention: **higher = more in-distribution**.
+
+Example:
+    >>> import torch
+    >>> from oodscore import JointEnergy
+    >>> JointEnergy()(torch.tensor([[4.0, -3.0, 2.5], [-5.0, -4.0, -6.0]]))
+    tensor([6.6456, 0.0273])
+"""
+
+from oodscore.scorers import (
+    GEN,
+    MSP,
+    Energy,
+    Entropy,
+    JointEnergy,
+    MaxLogit,
+    NotFittedError,
+    Scorer,
+    get_scorer,
+    list_scorers,
+    register_scorer,
+    unregister_scorer,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "GEN",
+    "MSP",
+    "Energy",
+    "Entropy",
+    "JointEnergy",
+    "MaxLogit",
+    "NotFittedError",
+    "Scorer",
+    "__version__",
+    "get_scorer",
+    "list_scorers",
+    "register_scorer",
+    "unregister_scorer",
+]

@@ -1,0 +1,103 @@
+"""NumPy or torch in, the same kind out: the one place where array kinds are converted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray[Any, Any])
+"""A torch tensor or a NumPy array; functions typed with it return the kind they were given."""
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype, *, from_numpy: bool) -> torch.dtype:
+    """The floating dtype a computation on ``dtype`` runs in.
+
+    float32 and float64 are kept; float16 and bfloat16 run in float32 (their sums and
+    exponentials lose too much precision, and scores in half precision create ties that
+    change AUROC); integers run in float64 when they came from NumPy (NumPy's own rule) and
+    in torch's default dtype otherwise.
+    """
+    if dtype in _LOW_PRECISION:
+        return torch.float32
+    if dtype.is_floating_point:
+        return dtype
+    return torch.float64 if from_numpy else torch.get_default_dtype()
+
+
+def check_numeric(dtype: torch.dtype | np.dtype[Any], name: str) -> None:
+    """Raise a ``TypeError`` unless ``dtype`` is a real (non-bool, non-complex) number type."""
+    if isinstance(dtype, torch.dtype):
+        ok = dtype != torch.bool and not dtype.is_complex
+    else:
+        ok = dtype.kind in "fiu"
+    if not ok:
+        raise TypeError(
+            f"Expected `{name}` to hold real numbers (float or int), got dtype {dtype}."
+        )
+
+
+def as_tensor(x: object, name: str) -> tuple[Tensor, Callable[[Tensor], Any]]:
+    """Convert ``x`` to a floating tensor in its compute dtype, and a function that converts back.
+
+    Torch input stays on its device and keeps its autograd graph; NumPy input is wrapped
+    without a copy where possible. The returned function turns a result tensor into the
+    kind of ``x``: a NumPy array for NumPy input, the tensor itself for torch input.
+
+    Args:
+        x: A ``torch.Tensor`` or ``numpy.ndarray`` of real numbers.
+        name: The argument's name, for error messages.
+
+    Raises:
+        TypeError: If ``x`` is neither a tensor nor an array, or holds no real numbers.
+    """
+    if isinstance(x, Tensor):
+        check_numeric(x.dtype, name)
+        return x.to(compute_dtype(x.dtype, from_numpy=False)), _identity
+    if isinstance(x, np.ndarray):
+        check_numeric(x.dtype, name)
+        tensor = torch.from_numpy(np.ascontiguousarray(x))
+        return tensor.to(compute_dtype(tensor.dtype, from_numpy=True)), _to_numpy
+    raise TypeError(
+        f"Expected `{name}` to be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
+    )
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
+def _to_numpy(t: Tensor) -> np.ndarray[Any, Any]:
+    return t.detach().cpu().numpy()
+
+
+CHUNK_ELEMENTS = 1 << 19
+"""Elements per row block in :func:`map_rows` (2 MiB of float32: stays in a CPU core's cache)."""
+
+
+def map_rows(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Apply the row-wise ``fn`` to ``x`` (N, ...) -> (N,), in cache-sized row blocks on CPU.
+
+    A scorer's element-wise passes (exp, log, products) each read and write the whole
+    matrix; on a large CPU input, blocks that fit in cache make those passes nearly free
+    (2-3x faster on 1M x 80 float32). On other devices, when autograd records the call, or
+    for inputs that fit in one block, ``fn`` runs once on all of ``x``.
+    """
+    rows = max(1, CHUNK_ELEMENTS // max(1, x[0].numel())) if x.shape[0] else 1
+    if (
+        x.device.type != "cpu"
+        or x.shape[0] <= rows
+        or (x.requires_grad and torch.is_grad_enabled())
+    ):
+        return fn(x)
+    first = fn(x[:rows])
+    out = first.new_empty((x.shape[0], *first.shape[1:]))
+    out[:rows] = first
+    for start in range(rows, x.shape[0], rows):
+        out[start : start + rows] = fn(x[start : start + rows])
+    return out

@@ -1,0 +1,123 @@
+"""Scores read from the softmax distribution: MSP, negative entropy, GEN."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from oodscore._validation import check_int, check_positive
+from oodscore.scorers.base import Scorer, register_scorer
+
+
+def msp_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    r"""Maximum softmax probability $\max_c \operatorname{softmax}(f/T)_c$.
+
+    Computed as $\exp(\max_c f_c/T - \operatorname{logsumexp}(f/T))$, which never
+    forms the full softmax and stays exact for logits of any size.
+    """
+    scaled = logits / temperature if temperature != 1.0 else logits
+    return torch.exp(scaled.amax(dim=1) - torch.logsumexp(scaled, dim=1))
+
+
+def entropy_score(logits: Tensor) -> Tensor:
+    r"""Negative Shannon entropy of the softmax, $\sum_c p_c \log p_c$ (in nats)."""
+    log_p = torch.log_softmax(logits, dim=1)
+    score: Tensor = torch.linalg.vecdot(log_p.exp(), log_p)
+    return score
+
+
+def gen_score(logits: Tensor, gamma: float = 0.1, top_m: int = 100) -> Tensor:
+    r"""Negative generalized entropy $-\sum_{j \le M} p_{(j)}^\gamma (1 - p_{(j)})^\gamma$.
+
+    The sum runs over the ``top_m`` largest probabilities $p_{(j)}$ (all of them when
+    ``top_m >= C``). It uses $p^\gamma (1-p)^\gamma = (p - p^2)^\gamma$, one power
+    instead of two.
+    """
+    p = torch.softmax(logits, dim=1)
+    if top_m < p.shape[1]:
+        p = torch.topk(p, top_m, dim=1, sorted=False).values
+    q = p - p * p
+    return -q.clamp_min(0).pow(gamma).sum(dim=1)
+
+
+@register_scorer("msp")
+class MSP(Scorer):
+    r"""Maximum softmax probability (Hendrycks & Gimpel, ICLR 2017).
+
+    $$ S(x) = \max_c \frac{e^{f_c(x)/T}}{\sum_{c'} e^{f_{c'}(x)/T}} $$
+
+    The baseline of every OOD paper since; with ``temperature > 1`` it is the temperature
+    part of ODIN (Liang et al., ICLR 2018) without input perturbation. Official code:
+    ``hendrycks/error-detection``. Scores lie in ``[1/C, 1]``.
+
+    Args:
+        temperature: Softmax temperature $T > 0$.
+
+    Example:
+        >>> import torch
+        >>> from oodscore import MSP
+        >>> MSP()(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+        tensor([0.7870, 0.3333])
+    """
+
+    def __init__(self, *, temperature: float = 1.0) -> None:
+        self.temperature = check_positive(temperature, "temperature")
+
+    def score(self, logits: Tensor) -> Tensor:
+        """MSP of checked logits (N, C)."""
+        return msp_score(logits, self.temperature)
+
+
+@register_scorer("entropy")
+class Entropy(Scorer):
+    r"""Negative entropy of the softmax distribution.
+
+    $$ S(x) = \sum_c p_c(x) \log p_c(x), \qquad p = \operatorname{softmax}(f(x)) $$
+
+    The uncertainty baseline of the OOD literature (e.g. Hendrycks et al., ICLR 2019,
+    "Deep anomaly detection with outlier exposure"). Scores lie in ``[-log C, 0]``; a
+    one-hot prediction scores 0.
+
+    Example:
+        >>> import torch
+        >>> from oodscore import Entropy
+        >>> Entropy()(torch.tensor([[0.0, 0.0], [50.0, 0.0]]))
+        tensor([-0.6931, -0.0000])
+    """
+
+    def score(self, logits: Tensor) -> Tensor:
+        """Negative entropy of checked logits (N, C)."""
+        return entropy_score(logits)
+
+
+@register_scorer("gen")
+class GEN(Scorer):
+    r"""Generalized entropy (Liu, Lochman & Zach, CVPR 2023).
+
+    $$ S(x) = -\sum_{j=1}^{M} p_{(j)}^\gamma \, (1 - p_{(j)})^\gamma $$
+
+    over the ``top_m`` largest softmax probabilities $p_{(j)}$. The paper defines
+    $G_\gamma$ as an uncertainty and scores with its negative, so higher = more ID.
+    Defaults are the paper's ImageNet values (official code ``XixiLiu95/GEN``): γ = 0.1,
+    M = 100; with fewer than M classes every class counts.
+
+    Args:
+        gamma: Exponent $0 < \gamma < 1$; small values sharpen the score.
+        top_m: Number $M \ge 1$ of largest probabilities summed.
+
+    Example:
+        >>> import torch
+        >>> from oodscore import GEN
+        >>> GEN(gamma=0.5)(torch.tensor([[0.0, 0.0]]))
+        tensor([-1.])
+    """
+
+    def __init__(self, *, gamma: float = 0.1, top_m: int = 100) -> None:
+        self.gamma = check_positive(gamma, "gamma")
+        if self.gamma >= 1:
+            raise ValueError(f"Expected `gamma` to be in (0, 1), got {gamma!r}.")
+        self.top_m = check_int(top_m, "top_m")
+
+    def score(self, logits: Tensor) -> Tensor:
+        """GEN of checked logits (N, C)."""
+        return gen_score(logits, self.gamma, self.top_m)
