@@ -9,6 +9,13 @@ Example:
     tensor([6.6456, 0.0273])
 """
 
+from oodscore.regularizers import (
+    Regularizer,
+    get_regularizer,
+    list_regularizers,
+    register_regularizer,
+    unregister_regularizer,
+)
 from oodscore.scorers import (
     GEN,
     MSP,
@@ -34,10 +41,15 @@ __all__ = [
     "JointEnergy",
     "MaxLogit",
     "NotFittedError",
+    "Regularizer",
     "Scorer",
     "__version__",
+    "get_regularizer",
     "get_scorer",
+    "list_regularizers",
     "list_scorers",
+    "register_regularizer",
     "register_scorer",
+    "unregister_regularizer",
     "unregister_scorer",
 ]
