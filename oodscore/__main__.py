@@ -1,0 +1,7 @@
+"""``python -m oodscore``: the command line."""
+
+import sys
+
+from oodscore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+"""Subcommands of the ``oodscore`` command line, one module each, in ``--help`` order."""
+
+COMMANDS: list[str] = ["list", "score"]

@@ -1,0 +1,42 @@
+"""``oodscore list``: every registered scorer with its description and parameters."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+from oodscore.scorers.base import SCORERS
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``list`` subcommand."""
+    parser = subparsers.add_parser(
+        "list",
+        help="list the scorers with their parameters",
+        description="List the registered scorers: name, one-line description, parameters.",
+    )
+    parser.add_argument("pattern", nargs="?", default="*", help="fnmatch filter (default: *)")
+    parser.set_defaults(run=run)
+
+
+def describe(cls: type) -> tuple[str, str]:
+    """A class's one-line summary and its ``name=default`` parameter list."""
+    summary = (inspect.getdoc(cls) or "").strip().splitlines()
+    params = [
+        f"{p.name}={p.default!r}"
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    return (summary[0] if summary else ""), ", ".join(params)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one line per matching scorer."""
+    names = SCORERS.names(args.pattern)
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        summary, params = describe(SCORERS.get_class(name))
+        suffix = f"  [{params}]" if params else ""
+        print(f"{name:<{width}}  {summary}{suffix}")
+    return 0

@@ -1,0 +1,182 @@
+"""Safe reading and writing of score and logit files: nothing is unpickled, nothing overwritten.
+
+Readers accept ``.npy``, ``.npz``, ``.pt``/``.pth`` and ``.csv``. They never execute code from a
+file: NumPy files load with ``allow_pickle=False`` and torch files with ``weights_only=True``.
+Writers go through a temporary file in the destination's folder and an atomic rename, refuse
+an existing destination unless ``force=True``, and never write over one of the inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+READABLE = (".npy", ".npz", ".pt", ".pth", ".csv")
+"""File extensions :func:`load_array` reads."""
+
+
+def load_array(path: str | os.PathLike[str], *, key: str | None = None) -> np.ndarray[Any, Any]:
+    """Read one numeric array from ``path``.
+
+    Args:
+        path: A ``.npy``, ``.npz``, ``.pt``/``.pth`` (a tensor, or a dict of tensors) or ``.csv``
+            (comma-separated numbers, one row per line, an optional header line) file.
+        key: Which array of an ``.npz`` file or of a dict saved in a ``.pt`` file; may be
+            omitted when the file holds exactly one.
+
+    Raises:
+        ValueError: On an unknown extension, a missing or ambiguous key, or contents that
+            are not a numeric array.
+        OSError: If the file cannot be read.
+    """
+    path = Path(path)
+    suffix = check_suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such file: {str(path)!r}.")
+    if suffix == ".npy":
+        array = _load_npy(path)
+    elif suffix == ".npz":
+        array = _load_npz(path, key)
+    elif suffix in (".pt", ".pth"):
+        array = _load_torch(path, key)
+    else:
+        array = _load_csv(path)
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{str(path)!r} holds {array.dtype} values, expected numbers.")
+    return array
+
+
+def _load_npy(path: Path) -> np.ndarray[Any, Any]:
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except ValueError as error:
+        raise ValueError(f"Cannot read {str(path)!r} without unpickling: {error}") from None
+
+
+def _load_npz(path: Path, key: str | None) -> np.ndarray[Any, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return np.asarray(archive[_pick_key(path, list(archive.files), key)])
+    except ValueError as error:
+        raise ValueError(f"Cannot read {str(path)!r}: {error}") from None
+
+
+def _load_torch(path: Path, key: str | None) -> np.ndarray[Any, Any]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise ValueError(f"Cannot read {str(path)!r} as safe torch weights: {first_line}") from None
+    if isinstance(obj, dict):
+        keys = [str(k) for k in obj]
+        obj = obj[_pick_key(path, keys, key)]
+    elif key is not None:
+        raise ValueError(f"{str(path)!r} holds a single tensor; --key {key!r} does not apply.")
+    if not isinstance(obj, torch.Tensor):
+        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, expected a tensor.")
+    if obj.dtype == torch.bfloat16:
+        obj = obj.float()
+    return obj.detach().numpy()
+
+
+def _load_csv(path: Path) -> np.ndarray[Any, Any]:
+    text = path.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{str(path)!r} is empty.")
+    try:
+        float(lines[0].split(",")[0])
+    except ValueError:
+        lines = lines[1:]  # a header line
+    try:
+        return np.loadtxt(io.StringIO("\n".join(lines)), delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as error:
+        raise ValueError(f"Cannot read {str(path)!r} as comma-separated numbers: {error}") from None
+
+
+def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
+    if key is None:
+        if len(keys) == 1:
+            return keys[0]
+        raise ValueError(
+            f"{str(path)!r} holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
+            "choose one with --key."
+        )
+    if key not in keys:
+        raise ValueError(f"{str(path)!r} has no array {key!r}; it has: {', '.join(keys)}.")
+    return key
+
+
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    *,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    Raises:
+        FileExistsError: If ``path`` exists and ``force`` is false.
+        ValueError: If ``path`` is one of ``inputs`` (never overwritten, even with ``force``).
+    """
+    target = Path(path)
+    resolved = target.resolve()
+    for source in inputs:
+        if Path(source).resolve() == resolved:
+            raise ValueError(f"Refusing to overwrite the input file {str(target)!r}.")
+    if target.exists() and not force:
+        raise FileExistsError(f"{str(target)!r} exists; pass --force to overwrite it.")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"No such directory: {str(target.parent)!r}.")
+    payload = data.encode() if isinstance(data, str) else data
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def check_suffix(path: str | os.PathLike[str]) -> str:
+    """The lower-case extension of ``path`` after checking it is one of :data:`READABLE`."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in READABLE:
+        raise ValueError(
+            f"Cannot handle {str(path)!r}: expected one of {', '.join(READABLE)}, got {suffix!r}."
+        )
+    return suffix
+
+
+def encode_array(array: np.ndarray[Any, Any], suffix: str) -> bytes:
+    """Serialize ``array`` in the format of the extension ``suffix``.
+
+    ``.npz`` files store it under the key ``scores``; ``.csv`` files write a ``scores``
+    header and one value per line with enough digits to round-trip.
+    """
+    suffix = suffix.lower()
+    buffer = io.BytesIO()
+    if suffix == ".npy":
+        np.save(buffer, array, allow_pickle=False)
+    elif suffix == ".npz":
+        np.savez(buffer, scores=array)
+    elif suffix in (".pt", ".pth"):
+        torch.save(torch.from_numpy(np.ascontiguousarray(array)), buffer)
+    elif suffix == ".csv":
+        digits = 9 if array.dtype == np.float32 else 17
+        lines = ["scores"] + [f"{value:.{digits}g}" for value in np.asarray(array).ravel()]
+        return ("\n".join(lines) + "\n").encode()
+    else:
+        raise ValueError(f"Cannot write {suffix!r} files: expected one of {', '.join(READABLE)}.")
+    return buffer.getvalue()
