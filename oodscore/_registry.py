@@ -52,8 +52,8 @@ class Registry(Generic[T]):
                     f"A {self.kind} named {name!r} is already registered "
                     f"({self._entries[name].__qualname__}); choose another name."
                 )
-            self._entries[name] = cls
             cls.name = name  # type: ignore[attr-defined]
+            self._entries[name] = cls
             return cls
 
         return decorator

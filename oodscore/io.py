@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ def _load_npz(path: Path, key: str | None) -> np.ndarray[Any, Any]:
 
 def _load_torch(path: Path, key: str | None) -> np.ndarray[Any, Any]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise ValueError(f"Cannot read {str(path)!r} as safe torch weights: {first_line}") from None

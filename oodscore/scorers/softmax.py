@@ -12,11 +12,14 @@ from oodscore.scorers.base import Scorer, register_scorer
 def msp_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
     r"""Maximum softmax probability $\max_c \operatorname{softmax}(f/T)_c$.
 
-    Computed as $\exp(\max_c f_c/T - \operatorname{logsumexp}(f/T))$, which never
-    forms the full softmax and stays exact for logits of any size.
+    Computed as $1 / \sum_c \exp((f_c - \max f) / T)$: the shift is exact for the top
+    class, so the result keeps full relative precision even for logits of $10^4$, where
+    $\exp(\max f - \operatorname{logsumexp} f)$ loses three digits in float32.
     """
-    scaled = logits / temperature if temperature != 1.0 else logits
-    return torch.exp(scaled.amax(dim=1) - torch.logsumexp(scaled, dim=1))
+    shifted = logits - logits.amax(dim=1, keepdim=True)
+    if temperature != 1.0:
+        shifted = shifted / temperature
+    return torch.exp(shifted).sum(dim=1).reciprocal()
 
 
 def entropy_score(logits: Tensor) -> Tensor:
@@ -30,13 +33,24 @@ def gen_score(logits: Tensor, gamma: float = 0.1, top_m: int = 100) -> Tensor:
     r"""Negative generalized entropy $-\sum_{j \le M} p_{(j)}^\gamma (1 - p_{(j)})^\gamma$.
 
     The sum runs over the ``top_m`` largest probabilities $p_{(j)}$ (all of them when
-    ``top_m >= C``). It uses $p^\gamma (1-p)^\gamma = (p - p^2)^\gamma$, one power
-    instead of two.
+    ``top_m >= C``). With $e = \exp(f - \max f)$ and $S = \sum e$, each term is
+    $(e_j (S - e_j) / S^2)^\gamma$, one power instead of two. For the top class
+    $S - e_j$ is summed over the other classes rather than subtracted, so $1 - p$ keeps its
+    precision when $p$ rounds to 1: a confident float32 prediction with $1 - p = 10^{-8}$
+    contributes $0.158$ for γ = 0.1, not 0, and confident inputs keep distinct scores.
     """
-    p = torch.softmax(logits, dim=1)
-    if top_m < p.shape[1]:
-        p = torch.topk(p, top_m, dim=1, sorted=False).values
-    q = p - p * p
+    top = logits.amax(dim=1, keepdim=True)
+    e = torch.exp(logits - top)
+    is_top = torch.zeros_like(e, dtype=torch.bool).scatter_(
+        1, logits.argmax(dim=1, keepdim=True), True
+    )
+    rest_of_top = e.masked_fill(is_top, 0.0).sum(dim=1, keepdim=True)
+    total = rest_of_top + 1.0
+    if top_m < e.shape[1]:
+        e, index = torch.topk(e, top_m, dim=1, sorted=False)
+        is_top = is_top.gather(1, index)
+    complement = torch.where(is_top, rest_of_top, total - e)
+    q = e * complement / (total * total)
     return -q.clamp_min(0).pow(gamma).sum(dim=1)
 
 
