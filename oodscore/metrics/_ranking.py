@@ -1,0 +1,288 @@
+"""The one ranking step behind every metric: ID and OOD scores in one exact order.
+
+Two representations come out of it. :class:`Positions` (the label of every sorted
+position and the runs of equal scores) feeds the four metrics of ``ood_metrics``;
+:class:`Tally` (ID and OOD counts at each unique value) feeds the other FPR rules, the
+ROC curve and the binned streaming metrics. Scores are never transformed before ranking:
+ties are ties of the values given (with ``-0.0 == 0.0``), and counts are int64.
+
+Two ways to sort, chosen by dtype:
+
+* **Tagged sort** (float16, float32 and small integers, all finite): every such value is
+  exact in float64 with its 29 lowest mantissa bits zero, so the lowest bit is free to
+  carry the label (1 = ID). One plain ``np.sort`` of the tagged float64 keys orders the
+  values, keeps equal values adjacent (the tag moves a key by one float64 ulp, far less
+  than the gap to the next float32 value) and brings the labels along; a new value starts
+  where two neighbouring keys differ in more than the tag bit. ``-0.0`` is first turned
+  into ``+0.0`` (adding ``0.0`` does it) so that the two zeros, equal as numbers, stay
+  together. ``np.argsort`` would do the same job several times slower.
+* **Sort and merge** (float64, wider integers, or any input holding ±inf, which a tag
+  would turn into NaN): each side is sorted on its own in its own dtype; a stable argsort
+  of the two sorted runs then merges them in linear time (timsort), or, for a tally, the
+  unique values and counts of each side are merged on the union of values.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+IntArray = np.ndarray[Any, np.dtype[np.integer[Any]]]
+
+# Dtypes whose every value is exact in float32, hence has 29 free low bits in float64.
+_TAGGABLE = frozenset(
+    np.dtype(t) for t in (np.float16, np.float32, np.int8, np.uint8, np.int16, np.uint16)
+)
+# Index of the least significant byte of a uint64 in memory.
+_LOW_BYTE = 0 if sys.byteorder == "little" else 7
+
+
+@dataclass(frozen=True)
+class Tally:
+    """ID and OOD counts at each unique score value, in ascending order of the values.
+
+    Attributes:
+        id_counts: ``(G,)`` number of ID scores equal to each unique value (any integer
+            dtype; 0/1 ``uint8`` when no two scores are equal).
+        ood_counts: ``(G,)`` number of OOD scores equal to each unique value.
+        n_id: Total number of ID scores, ``P``.
+        n_ood: Total number of OOD scores, ``N``.
+        values: ``(G,)`` the unique values as float64, when they were asked for.
+    """
+
+    id_counts: IntArray
+    ood_counts: IntArray
+    n_id: int
+    n_ood: int
+    values: FloatArray | None = None
+
+
+def as_scores(x: object, name: str, *, allow_empty: bool = False) -> np.ndarray[Any, Any]:
+    """Return ``x`` as a 1-D NumPy array of real scores on the CPU, after checking it.
+
+    Torch tensors (any device, any dtype, with or without grad) are detached and copied to
+    the CPU; bfloat16, which NumPy lacks, becomes float32 (exact). No value is changed.
+
+    Raises:
+        TypeError: ``x`` is not a tensor or array, or does not hold real numbers.
+        ValueError: ``x`` is not 1-D, is empty (unless ``allow_empty``), or holds NaN.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        arr: np.ndarray[Any, Any] = t.cpu().numpy()
+    elif isinstance(x, np.ndarray):
+        arr = x
+    else:
+        raise TypeError(
+            f"Expected `{name}` to be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
+        )
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(
+            f"Expected `{name}` to hold real numbers (float or int), got dtype {arr.dtype}."
+        )
+    if arr.ndim != 1:
+        raise ValueError(
+            f"Expected `{name}` to be 1-D of shape (N,), got {arr.ndim}-D shape {arr.shape}."
+        )
+    if arr.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"Expected `{name}` to hold at least one score, got an empty array.")
+    if arr.dtype.kind == "f" and not _sum_is_finite(arr):
+        nan = np.isnan(arr)
+        if nan.any():
+            count = int(np.count_nonzero(nan))
+            first = int(np.argmax(nan))
+            noun = "entry is" if count == 1 else "entries are"
+            raise ValueError(
+                f"Expected `{name}` to hold no NaN, but {count} {noun} NaN (first: index {first})."
+            )
+    return arr
+
+
+def _sum_is_finite(arr: np.ndarray[Any, Any]) -> bool:
+    """One fast pass: a finite sum proves there is no NaN and no ±inf.
+
+    The converse can fail by overflow, so a non-finite sum only calls for the exact check.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = arr.sum(dtype=np.float32 if arr.dtype == np.float16 else None)
+    return bool(np.isfinite(total))
+
+
+def _all_finite(arr: np.ndarray[Any, Any]) -> bool:
+    return arr.dtype.kind != "f" or _sum_is_finite(arr) or bool(np.isfinite(arr).all())
+
+
+def taggable(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> bool:
+    """Whether the tagged sort applies: float16/float32/small ints, all finite."""
+    return (
+        id_scores.dtype in _TAGGABLE
+        and ood_scores.dtype in _TAGGABLE
+        and _all_finite(id_scores)
+        and _all_finite(ood_scores)
+    )
+
+
+def tally(
+    id_scores: np.ndarray[Any, Any],
+    ood_scores: np.ndarray[Any, Any],
+    *,
+    with_values: bool = False,
+) -> Tally:
+    """Count ID and OOD scores at every unique value of checked 1-D arrays (see module doc)."""
+    if taggable(id_scores, ood_scores):
+        return _tally_tagged(id_scores, ood_scores, with_values=with_values)
+    return _tally_merged(id_scores, ood_scores)
+
+
+def _sorted_tagged(
+    id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]
+) -> tuple[FloatArray, np.ndarray[Any, np.dtype[np.uint64]], np.ndarray[Any, np.dtype[np.uint8]]]:
+    """The tagged float64 keys sorted, their bits, and the 0/1 ID flag of each position."""
+    n_id = id_scores.shape[0]
+    keys = np.empty(n_id + ood_scores.shape[0], dtype=np.float64)
+    # Adding 0.0 widens to float64 and turns -0.0 into +0.0 in the same pass.
+    np.add(id_scores, 0.0, out=keys[:n_id], dtype=np.float64)
+    np.add(ood_scores, 0.0, out=keys[n_id:], dtype=np.float64)
+    bits = keys.view(np.uint64)
+    bits[:n_id] |= np.uint64(1)
+    keys.sort()
+    return keys, bits, bits.view(np.uint8)[_LOW_BYTE::8] & np.uint8(1)
+
+
+@dataclass(frozen=True)
+class Positions:
+    """The ID flag of every position in ascending order of the scores, and the runs of ties.
+
+    The representation behind :func:`~oodscore.metrics.ood_metrics`: every metric is a
+    sum over the ID or the OOD positions of the scores that equal no other score, plus one
+    term per run of equal scores.
+
+    Attributes:
+        is_id: ``(n,)`` whether the score at each sorted position is an ID score.
+        tied: ``(n,)`` whether that score equals a neighbour (lies in a run).
+        tie_first: ``(T,)`` first position of each run of two or more equal scores.
+        tie_last: ``(T,)`` last position of each such run.
+        tie_id_first: ``(T,)`` whether the run's ID scores come before its OOD scores
+            (inside a run each label is contiguous). Tagged sort: for negative values,
+            where the tag bit makes the key larger in magnitude; merge: always.
+        n_id: Number of ID scores, ``P``.
+    """
+
+    is_id: np.ndarray[Any, np.dtype[np.bool_]]
+    tied: np.ndarray[Any, np.dtype[np.bool_]]
+    tie_first: IntArray
+    tie_last: IntArray
+    tie_id_first: np.ndarray[Any, np.dtype[np.bool_]]
+    n_id: int
+
+
+def positions(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> Positions:
+    """The :class:`Positions` of checked 1-D scores (tagged sort where it applies)."""
+    n_id = id_scores.shape[0]
+    if taggable(id_scores, ood_scores):
+        keys, bits, flags = _sorted_tagged(id_scores, ood_scores)
+        # same[j]: position j + 1 holds the value of j (the keys differ at most in the tag).
+        same = np.bitwise_xor(bits[1:], bits[:-1]) <= 1
+        return _positions(flags.view(np.bool_), same, lambda first: keys[first] < 0, n_id)
+    # Sort each side in its own dtype, then merge: a stable argsort of two sorted runs is
+    # a linear merge (timsort), and it puts ID first among equal values.
+    common = np.result_type(id_scores.dtype, ood_scores.dtype)
+    both = np.concatenate(
+        (np.sort(id_scores.astype(common, copy=False)), np.sort(ood_scores.astype(common)))
+    )
+    order = np.argsort(both, kind="stable")
+    is_id = order < n_id
+    both = both[order]
+    del order
+    same = both[1:] == both[:-1]
+    del both
+    return _positions(is_id, same, lambda first: np.ones(first.shape[0], dtype=bool), n_id)
+
+
+def _positions(
+    is_id: np.ndarray[Any, np.dtype[np.bool_]],
+    same: np.ndarray[Any, np.dtype[np.bool_]],
+    id_first: Callable[[IntArray], np.ndarray[Any, np.dtype[np.bool_]]],
+    n_id: int,
+) -> Positions:
+    """Build :class:`Positions` from the sorted ID flags and ``same[j]``: j + 1 equals j."""
+    tied = np.zeros(is_id.shape[0], dtype=bool)
+    tied[1:] = same
+    tied[:-1] |= same
+    continues = np.flatnonzero(same)
+    if continues.shape[0] == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Positions(is_id, tied, empty, empty, np.zeros(0, dtype=bool), n_id)
+    # Consecutive continuations belong to one run.
+    opens = np.concatenate(([True], np.diff(continues) != 1))
+    closes = np.concatenate((opens[1:], [True]))
+    tie_first = continues[opens]
+    return Positions(is_id, tied, tie_first, continues[closes] + 1, id_first(tie_first), n_id)
+
+
+def _tally_tagged(
+    id_scores: np.ndarray[Any, Any],
+    ood_scores: np.ndarray[Any, Any],
+    *,
+    with_values: bool,
+) -> Tally:
+    n_id, n_ood = id_scores.shape[0], ood_scores.shape[0]
+    n = n_id + n_ood
+    keys, bits, is_id = _sorted_tagged(id_scores, ood_scores)
+    # A new threshold starts where neighbouring keys differ in more than the tag bit.
+    changed = np.bitwise_xor(bits[1:], bits[:-1])
+    ends = np.flatnonzero(changed > 1)
+    del changed
+    values: FloatArray | None = None
+    if ends.shape[0] == n - 1:  # no two scores are equal: every score is its own threshold
+        id_counts: IntArray = is_id
+        ood_counts: IntArray = np.uint8(1) - is_id
+        if with_values:
+            bits &= ~np.uint64(1)
+            values = keys
+        return Tally(id_counts, ood_counts, n_id, n_ood, values)
+    ends = np.append(ends, n - 1)
+    cumulative_id = np.cumsum(is_id, dtype=np.int64)[ends]
+    id_counts = np.diff(cumulative_id, prepend=np.int64(0))
+    ood_counts = np.diff(ends, prepend=np.int64(-1)) - id_counts
+    if with_values:
+        bits &= ~np.uint64(1)
+        values = keys[ends]
+    return Tally(id_counts, ood_counts, n_id, n_ood, values)
+
+
+def _unique_counts(
+    sorted_scores: np.ndarray[Any, Any],
+) -> tuple[np.ndarray[Any, Any], IntArray]:
+    """Unique values of a sorted array and their counts (equal by ``==``: -0.0 == 0.0)."""
+    starts = np.flatnonzero(np.concatenate(([True], sorted_scores[1:] != sorted_scores[:-1])))
+    counts = np.diff(np.append(starts, sorted_scores.shape[0]))
+    return sorted_scores[starts], counts
+
+
+def _tally_merged(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> Tally:
+    common = np.result_type(id_scores.dtype, ood_scores.dtype)
+    id_values, id_counts_own = _unique_counts(np.sort(id_scores.astype(common, copy=False)))
+    ood_values, ood_counts_own = _unique_counts(np.sort(ood_scores.astype(common, copy=False)))
+    # Both lists are sorted: a stable sort of their concatenation is a linear merge.
+    merged = np.sort(np.concatenate((id_values, ood_values)), kind="stable")
+    values, _ = _unique_counts(merged)
+    id_counts = np.zeros(values.shape[0], dtype=np.int64)
+    ood_counts = np.zeros(values.shape[0], dtype=np.int64)
+    id_counts[np.searchsorted(values, id_values)] = id_counts_own
+    ood_counts[np.searchsorted(values, ood_values)] = ood_counts_own
+    return Tally(
+        id_counts,
+        ood_counts,
+        id_scores.shape[0],
+        ood_scores.shape[0],
+        values.astype(np.float64),
+    )
