@@ -1,5 +1,14 @@
 """Small real data sets that ship with the dependencies (nothing is downloaded)."""
 
+from oodscore.data.demo import DemoSets, multi_label_sets, single_label_sets, uniform_noise
 from oodscore.data.digits import DigitsSplit, load_digits_split, make_composites
 
-__all__ = ["DigitsSplit", "load_digits_split", "make_composites"]
+__all__ = [
+    "DemoSets",
+    "DigitsSplit",
+    "load_digits_split",
+    "make_composites",
+    "multi_label_sets",
+    "single_label_sets",
+    "uniform_noise",
+]
