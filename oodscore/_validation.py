@@ -67,3 +67,47 @@ def check_int(value: object, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < minimum:
         raise ValueError(f"Expected `{name}` to be an integer >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def check_non_negative(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking it is a finite number >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(float(value))
+        or float(value) < 0
+    ):
+        raise ValueError(f"Expected `{name}` to be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
+def check_float_matrix(x: object, name: str, *, columns: str = "D", min_rows: int = 1) -> Tensor:
+    """Return ``x`` after checking it is a finite floating (N, ``columns``) tensor.
+
+    For the inputs of losses, which need a floating tensor to differentiate; N must be at
+    least ``min_rows``.
+
+    Raises:
+        TypeError: If ``x`` is not a torch tensor or not floating point.
+        ValueError: On a wrong number of dimensions, too few rows, no columns, NaN or ±inf.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(x).__name__}.")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"Expected `{name}` to be a floating-point tensor, got dtype {x.dtype}.")
+    if x.ndim != 2:
+        raise ValueError(
+            f"Expected `{name}` to be 2-D of shape (N, {columns}), got {x.ndim}-D shape "
+            f"{tuple(x.shape)}."
+        )
+    if x.shape[0] < min_rows:
+        raise ValueError(
+            f"Expected `{name}` to have at least {min_rows} row(s), got shape {tuple(x.shape)}."
+        )
+    if x.shape[1] == 0:
+        raise ValueError(
+            f"Expected `{name}` to have at least one column ({columns} >= 1), got shape "
+            f"{tuple(x.shape)}."
+        )
+    check_finite(x, name)
+    return x
