@@ -9,15 +9,38 @@ Example:
     tensor([6.6456, 0.0273])
 """
 
+from oodscore.evaluation import evaluate, evaluate_logits
+from oodscore.groups import GroupSpec, group_at_random, group_by_kmeans, group_by_taxonomy
+from oodscore.metrics import OODMetrics, ood_metrics
+from oodscore.nn import (
+    FeatureCapture,
+    GroupSoftmax,
+    SpectralNormWrapper,
+    attach_group_softmax,
+    remove_spectral_normalization,
+    spectral_normalize,
+    spectral_norms,
+)
 from oodscore.regularizers import (
+    BalancedEnergyLoss,
+    EDGELoss,
+    EnergyMarginLoss,
+    OutlierExposureLoss,
     Regularizer,
+    SparsityLoss,
+    calibrate_margins,
+    dilation_distance,
+    estimate_class_prior,
     get_regularizer,
     list_regularizers,
+    rank_outlier_sets,
     register_regularizer,
     unregister_regularizer,
 )
+from oodscore.report import Report
 from oodscore.scorers import (
     GEN,
+    MOS,
     MSP,
     Energy,
     Entropy,
@@ -35,21 +58,47 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "GEN",
+    "MOS",
     "MSP",
+    "BalancedEnergyLoss",
+    "EDGELoss",
     "Energy",
+    "EnergyMarginLoss",
     "Entropy",
+    "FeatureCapture",
+    "GroupSoftmax",
+    "GroupSpec",
     "JointEnergy",
     "MaxLogit",
     "NotFittedError",
+    "OODMetrics",
+    "OutlierExposureLoss",
     "Regularizer",
+    "Report",
     "Scorer",
+    "SparsityLoss",
+    "SpectralNormWrapper",
     "__version__",
+    "attach_group_softmax",
+    "calibrate_margins",
+    "dilation_distance",
+    "estimate_class_prior",
+    "evaluate",
+    "evaluate_logits",
     "get_regularizer",
     "get_scorer",
+    "group_at_random",
+    "group_by_kmeans",
+    "group_by_taxonomy",
     "list_regularizers",
     "list_scorers",
+    "ood_metrics",
+    "rank_outlier_sets",
     "register_regularizer",
     "register_scorer",
+    "remove_spectral_normalization",
+    "spectral_normalize",
+    "spectral_norms",
     "unregister_regularizer",
     "unregister_scorer",
 ]

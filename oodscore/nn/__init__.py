@@ -1,3 +1,27 @@
 """Modules: spectral normalization, the MOS group-softmax head, feature capture."""
 
-__all__: list[str] = []
+from oodscore.nn.features import FeatureCapture
+from oodscore.nn.group_softmax import GroupSoftmax, attach_group_softmax
+from oodscore.nn.spectral_batchnorm import BatchNormBound, bound_batch_norm
+from oodscore.nn.spectral_norm import (
+    SpectralNormWrapper,
+    load_unnormalized_state_dict,
+    output_head,
+    remove_spectral_normalization,
+    spectral_normalize,
+    spectral_norms,
+)
+
+__all__ = [
+    "BatchNormBound",
+    "FeatureCapture",
+    "GroupSoftmax",
+    "SpectralNormWrapper",
+    "attach_group_softmax",
+    "bound_batch_norm",
+    "load_unnormalized_state_dict",
+    "output_head",
+    "remove_spectral_normalization",
+    "spectral_normalize",
+    "spectral_norms",
+]

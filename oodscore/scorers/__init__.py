@@ -10,10 +10,12 @@ from oodscore.scorers.base import (
 )
 from oodscore.scorers.energy import Energy, JointEnergy, energy_score, joint_energy_score
 from oodscore.scorers.logit import MaxLogit, max_logit_score
+from oodscore.scorers.mos import MOS, mos_score
 from oodscore.scorers.softmax import GEN, MSP, Entropy, entropy_score, gen_score, msp_score
 
 __all__ = [
     "GEN",
+    "MOS",
     "MSP",
     "Energy",
     "Entropy",
@@ -28,6 +30,7 @@ __all__ = [
     "joint_energy_score",
     "list_scorers",
     "max_logit_score",
+    "mos_score",
     "msp_score",
     "register_scorer",
     "unregister_scorer",

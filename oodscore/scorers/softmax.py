@@ -33,25 +33,24 @@ def gen_score(logits: Tensor, gamma: float = 0.1, top_m: int = 100) -> Tensor:
     r"""Negative generalized entropy $-\sum_{j \le M} p_{(j)}^\gamma (1 - p_{(j)})^\gamma$.
 
     The sum runs over the ``top_m`` largest probabilities $p_{(j)}$ (all of them when
-    ``top_m >= C``). With $e = \exp(f - \max f)$ and $S = \sum e$, each term is
-    $(e_j (S - e_j) / S^2)^\gamma$, one power instead of two. For the top class
-    $S - e_j$ is summed over the other classes rather than subtracted, so $1 - p$ keeps its
-    precision when $p$ rounds to 1: a confident float32 prediction with $1 - p = 10^{-8}$
-    contributes $0.158$ for γ = 0.1, not 0, and confident inputs keep distinct scores.
+    ``top_m >= C``). With $z = f - \max f$, $e = \exp(z)$ and $S = \sum e$, each term is
+    $\exp(\gamma(\log(e_j (S - e_j)) - 2 \log S))$: one power instead of two. $S - e_j$ is
+    formed as $r + (1 - e_j)$, where $r = S - 1$ is summed over the classes below the
+    maximum ($z < 0$, found with ``sign``; other tied maxima add 1 each) rather than
+    subtracted, so $1 - p$ keeps its precision when $p$ rounds to 1: a confident float32
+    prediction with $1 - p = 10^{-8}$ contributes $0.158$ for γ = 0.1, not 0, and confident
+    inputs keep distinct scores.
     """
-    top = logits.amax(dim=1, keepdim=True)
-    e = torch.exp(logits - top)
-    is_top = torch.zeros_like(e, dtype=torch.bool).scatter_(
-        1, logits.argmax(dim=1, keepdim=True), True
-    )
-    rest_of_top = e.masked_fill(is_top, 0.0).sum(dim=1, keepdim=True)
-    total = rest_of_top + 1.0
-    if top_m < e.shape[1]:
-        e, index = torch.topk(e, top_m, dim=1, sorted=False)
-        is_top = is_top.gather(1, index)
-    complement = torch.where(is_top, rest_of_top, total - e)
-    q = e * complement / (total * total)
-    return -q.clamp_min(0).pow(gamma).sum(dim=1)
+    num_classes = logits.shape[1]
+    z = logits - logits.amax(dim=1, keepdim=True)
+    e = torch.exp(z)
+    sign = z.sign_()  # -1 below the maximum, 0 at it (ties included); z is not needed again
+    rest = (num_classes - 1) + sign.sum(dim=1, keepdim=True)  # tied maxima other than one
+    rest -= torch.linalg.vecdot(e, sign).unsqueeze(1)
+    if top_m < num_classes:
+        e = torch.topk(e, top_m, dim=1, sorted=False).values
+    terms = (1 - e).add_(rest).mul_(e).log_().sub_(2 * torch.log1p(rest))
+    return -terms.mul_(gamma).exp_().sum(dim=1)
 
 
 @register_scorer("msp")
