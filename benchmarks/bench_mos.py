@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from common import (
     MLP,
+    best_time,
     collect,
     configure_threads,
     markdown_table,
@@ -356,16 +357,6 @@ def loop_score(logits: Tensor, spec: GroupSpec) -> Tensor:
     return torch.stack(others, dim=1).max(dim=1).values
 
 
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def timing_row(label: str, sizes: list[int], n: int, repeats: int) -> list[str]:
     gen = torch.Generator().manual_seed(0)
     spec = GroupSpec.from_sizes(sizes)  # consecutive classes: the loop form needs contiguity
@@ -382,10 +373,10 @@ def timing_row(label: str, sizes: list[int], n: int, repeats: int) -> list[str]:
     torch.testing.assert_close(
         group_softmax_loss(grouped, labels, spec), loop_loss(grouped, labels, spec)
     )
-    t_msp = best_of(lambda: msp(flat), repeats)
-    t_energy = best_of(lambda: energy(flat), repeats)
-    t_mos = best_of(lambda: mos(grouped), repeats)
-    t_mos_loop = best_of(lambda: loop_score(grouped, spec), repeats)
+    t_msp = best_time(lambda: msp(flat), repeats)
+    t_energy = best_time(lambda: energy(flat), repeats)
+    t_mos = best_time(lambda: mos(grouped), repeats)
+    t_mos_loop = best_time(lambda: loop_score(grouped, spec), repeats)
     x = grouped.clone().requires_grad_()
 
     def fwd_bwd(loss_fn: Callable[[Tensor], Tensor]) -> Callable[[], None]:
@@ -395,9 +386,9 @@ def timing_row(label: str, sizes: list[int], n: int, repeats: int) -> list[str]:
 
         return run
 
-    t_flat_ce = best_of(fwd_bwd(lambda t: F.cross_entropy(t[:, :num_classes], labels)), repeats)
-    t_loss = best_of(fwd_bwd(lambda t: group_softmax_loss(t, labels, spec)), repeats)
-    t_loss_loop = best_of(fwd_bwd(lambda t: loop_loss(t, labels, spec)), repeats)
+    t_flat_ce = best_time(fwd_bwd(lambda t: F.cross_entropy(t[:, :num_classes], labels)), repeats)
+    t_loss = best_time(fwd_bwd(lambda t: group_softmax_loss(t, labels, spec)), repeats)
+    t_loss_loop = best_time(fwd_bwd(lambda t: loop_loss(t, labels, spec)), repeats)
     return [
         f"C={num_classes}, K={spec.num_groups} {label}, N={n:,}",
         strategy,

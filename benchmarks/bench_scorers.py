@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import best_time
 
 import oodscore
 from oodscore.scorers.base import SCORERS
@@ -34,16 +33,6 @@ def params_for(name: str, num_classes: int) -> dict[str, Any]:
         groups = 8
         return {"groups": [num_classes // groups - 1] * groups}  # C + K = num_classes
     return {}
-
-
-def best_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,3 +336,14 @@ def write_results(path: str | Path, *, title: str, command: str, body: str) -> P
     )
     target.write_text(header + body.rstrip() + "\n")
     return target
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum wall time of ``repeats`` calls of ``fn`` after one warm-up call, in seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
