@@ -397,8 +397,8 @@ tail ID example of its batch. Test: {n_test} ID composites and {n_test} composit
 
 Dilation distance (k = 32) between the penultimate features of the BCE model on the ID
 training composites and on each candidate auxiliary set; then EDGE is trained with that set
-(same settings as (b)) and evaluated on the 8-9 composites. `rank_outlier_sets` prefers the
-smallest distance.
+(same settings as (b)) and evaluated on the 8-9 composites. `rank_outlier_sets(...,
+prefer="closest")` puts the smallest distance first.
 
 {table_c}
 """

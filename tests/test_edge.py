@@ -239,7 +239,7 @@ def test_rank_outlier_sets_prefers_the_closest_spectrum():
         "near": torch.from_numpy(np.abs(rng.normal(size=(80, 12))) * 1.1),
         "middle": torch.from_numpy(np.abs(rng.normal(size=(70, 12))) * 2),
     }
-    ranking = rank_outlier_sets(h_id, candidates, k=8)
+    ranking = rank_outlier_sets(h_id, candidates, k=8, prefer="closest")
     assert [name for name, _ in ranking] == ["near", "middle", "far"]
     farthest = rank_outlier_sets(h_id, candidates, k=8, prefer="farthest")
     assert [name for name, _ in farthest] == ["far", "middle", "near"]
@@ -251,9 +251,9 @@ def test_rank_outlier_sets_prefers_the_closest_spectrum():
 def test_rank_outlier_sets_errors():
     h = logits(10, 4)
     with pytest.raises(ValueError, match="at least one outlier set"):
-        rank_outlier_sets(h, {})
+        rank_outlier_sets(h, {}, prefer="closest")
     with pytest.raises(ValueError, match=r"Candidate outlier set 'tiny'.*`k` to be at most"):
-        rank_outlier_sets(h, {"ok": logits(10, 4), "tiny": logits(2, 4)}, k=3)
+        rank_outlier_sets(h, {"ok": logits(10, 4), "tiny": logits(2, 4)}, k=3, prefer="closest")
     with pytest.raises(ValueError, match=r"`prefer` to be 'closest' or 'farthest', got 'near'"):
         rank_outlier_sets(h, {"a": h}, k=2, prefer="near")  # type: ignore[arg-type]
 

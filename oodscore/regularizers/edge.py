@@ -235,26 +235,25 @@ def rank_outlier_sets(
     candidates: Mapping[str, Tensor],
     *,
     k: int = 32,
-    prefer: Literal["closest", "farthest"] = "closest",
+    prefer: Literal["closest", "farthest"],
 ) -> list[tuple[str, float]]:
     r"""Rank candidate auxiliary-outlier sets by :func:`dilation_distance` to the ID features.
 
-    Returns ``(name, distance)`` pairs, best first. With ``prefer="closest"`` (the
-    default) they are sorted by **increasing** distance: the first entry is the set whose
-    feature spectrum is closest to the ID spectrum, i.e. outliers that resemble ID data in
-    feature space, which is how we read the paper's notion of an "informative" OE set
-    (such outliers shape the decision boundary where test OOD data is hard). The official
-    code only prints the measure (``oe.py``) and states no rule, so ``prefer="farthest"``
-    gives the opposite order for users who read it the other way. Either way it is a
-    heuristic for choosing an OE set, not a guarantee: on the digits benchmark
-    (``benchmarks/results/multilabel_regularizers.md``) it did not pick the best set.
+    Returns ``(name, distance)`` pairs, best first. ``prefer`` has no default because the
+    direction is not settled: the paper calls the measure a way to select "more informative"
+    OE sets, and the official code only prints it (``oe.py``) without a selection rule.
+    ``prefer="closest"`` sorts by **increasing** distance (outliers whose feature spectrum
+    resembles the ID spectrum first: they shape the boundary where test OOD data is hard);
+    ``prefer="farthest"`` sorts the other way. Either way it is a heuristic, not a
+    guarantee: on the digits benchmark (``benchmarks/results/multilabel_regularizers.md``)
+    the closest set was not the best one.
 
     Args:
         features_id: ID features (N, D), from the model that will be trained with EDGE.
         candidates: Name → features (M_j, D) of each candidate outlier set, from the same
             model and layer.
         k: Leading singular values compared (official default 32).
-        prefer: ``"closest"`` (smallest distance first) or ``"farthest"``.
+        prefer: ``"closest"`` (smallest distance first) or ``"farthest"``; required.
 
     Raises:
         ValueError: If ``candidates`` is empty, ``prefer`` is unknown, or as
@@ -267,7 +266,7 @@ def rank_outlier_sets(
         >>> h_id = torch.randn(200, 8, generator=g)
         >>> sets = {"far": 5 * torch.randn(200, 8, generator=g),
         ...         "near": 1.1 * torch.randn(200, 8, generator=g)}
-        >>> (first, _), (second, _) = rank_outlier_sets(h_id, sets, k=4)
+        >>> (first, _), (second, _) = rank_outlier_sets(h_id, sets, k=4, prefer="closest")
         >>> first, second
         ('near', 'far')
     """
