@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
+import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -140,15 +141,21 @@ def write_atomic(
     if not target.parent.is_dir():
         raise FileNotFoundError(f"No such directory: {str(target.parent)!r}.")
     payload = data.encode() if isinstance(data, str) else data
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    temp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+    # O_EXCL never reuses an existing path; mode 0o666 lets the umask decide, as open() does.
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()
             os.fsync(stream.fileno())
+        if target.exists():
+            os.chmod(
+                temp, stat.S_IMODE(target.stat().st_mode)
+            )  # an overwritten file keeps its mode
         os.replace(temp, target)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 

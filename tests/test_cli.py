@@ -239,3 +239,22 @@ def test_python_dash_m_entry_point(tmp_path, logits):
     assert result.returncode == 2
     assert result.stderr.startswith("oodscore: error:")
     assert "Traceback" not in result.stderr
+
+
+def test_written_files_get_the_usual_permissions(tmp_path, capsys, logits):
+    """The temporary file behind an atomic write is 0o600; the result must not stay so."""
+    import os
+    import stat
+
+    source = tmp_path / "logits.npy"
+    np.save(source, logits)
+    target = tmp_path / "scores.npy"
+    old = os.umask(0o022)
+    try:
+        assert run(["score", "energy", str(source), "-o", str(target)], capsys)[0] == 0
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        target.chmod(0o640)
+        assert run(["score", "msp", str(source), "-o", str(target), "--force"], capsys)[0] == 0
+        assert stat.S_IMODE(target.stat().st_mode) == 0o640  # an overwritten file keeps its mode
+    finally:
+        os.umask(old)
