@@ -77,7 +77,7 @@ def _to_numpy(t: Tensor) -> np.ndarray[Any, Any]:
 
 
 CHUNK_ELEMENTS = 1 << 19
-"""Elements per row block in :func:`map_rows` (2 MiB of float32: stays in a CPU core's cache)."""
+"""Elements per row block in `map_rows` (2 MiB of float32: stays in a CPU core's cache)."""
 
 
 def map_rows(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 """The ``oodscore`` command line (also ``python -m oodscore``).
 
-Each subcommand lives in a module of :mod:`oodscore.commands` that defines
-``register(subparsers)``. Bad input never ends in a traceback: :class:`CLIError`,
+Each subcommand lives in a module of `oodscore.commands` that defines
+``register(subparsers)``. Bad input never ends in a traceback: `CLIError`,
 ``ValueError``, ``TypeError`` and ``OSError`` become one line on stderr and exit code 2.
 """
 
@@ -23,7 +23,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand of :data:`oodscore.commands.COMMANDS`."""
+    """The argument parser with every subcommand of `oodscore.commands.COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="oodscore",
         description="Out-of-distribution scores, metrics and reports (higher score = more ID).",

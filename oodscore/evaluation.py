@@ -30,14 +30,14 @@ T = TypeVar("T")
 def resolve_scorers(scorers: Scorers) -> dict[str, Scorer]:
     """Turn names, instances or a ``{label: name or instance}`` mapping into ``{label: Scorer}``.
 
-    A name becomes :func:`oodscore.get_scorer` of it with default parameters, labelled by
+    A name becomes `oodscore.get_scorer` of it with default parameters, labelled by
     the name; an instance is labelled by its registry name (or its class name when it has
     none). Two scorers with the same label are an error: pass a mapping to tell them apart.
 
     Raises:
         ValueError: On no scorers, an unknown name, a repeated label, or a scorer that does
             not read logits.
-        TypeError: On something that is neither a name nor a :class:`~oodscore.Scorer`.
+        TypeError: On something that is neither a name nor a `oodscore.Scorer`.
 
     Example:
         >>> from oodscore import Energy
@@ -105,16 +105,16 @@ def evaluate_logits(
         id_logits: (N, C) logits of the ID test set (NumPy array or tensor).
         ood_logits: ``{name: (M, C) logits}`` of each OOD set.
         scorers: Scorer names or instances, or a ``{label: scorer}`` mapping
-            (see :func:`resolve_scorers`).
+            (see `resolve_scorers`).
         id_targets: Optional ID targets: (N,) class indices give the report an ``accuracy``
             (of the arg-max prediction), (N, C) multi-hot labels a macro ``map``
-            (see :func:`mean_average_precision`).
+            (see `mean_average_precision`).
         tpr: The TPR at which the FPR column is read (0.95: FPR95).
         rule: How the FPR column reads the ROC curve, see
-            :func:`oodscore.metrics.fpr_at_tpr`.
+            `oodscore.metrics.fpr_at_tpr`.
 
     Returns:
-        A :class:`~oodscore.Report` with the scores, so that :meth:`~oodscore.Report.plot`
+        A `oodscore.Report` with the scores, so that `oodscore.Report.plot`
         works.
 
     Raises:
@@ -177,7 +177,7 @@ def evaluate(
     macro ``map`` for (B, C) multi-hot labels; OOD targets are ignored.
 
     Under ``torch.distributed`` (an initialized default process group), give each loader a
-    :class:`~torch.utils.data.DistributedSampler`: every rank scores its shard, the scores
+    `torch.utils.data.DistributedSampler`: every rank scores its shard, the scores
     (and the ID predictions) are gathered from all ranks, and every rank returns the same
     report, computed on the whole sets. The padding a ``DistributedSampler`` adds to make
     the shards even is removed when the loader yields every index of its shard (no
@@ -188,17 +188,17 @@ def evaluate(
         id_loader: Iterable of ID test batches (usually a ``DataLoader``).
         ood_loaders: ``{name: loader}``, one per OOD set (``"mean"`` is reserved).
         scorers: Scorer names or instances, or a ``{label: scorer}`` mapping
-            (see :func:`resolve_scorers`); only logit scorers apply.
+            (see `resolve_scorers`); only logit scorers apply.
         device: Where inputs go; by default the device of the model's first parameter
             (CPU for a model without parameters).
         progress: Show a progress bar per loop when ``tqdm`` is installed (rank 0 only);
             without ``tqdm`` nothing is shown.
         tpr: The TPR at which the FPR column is read.
         rule: How the FPR column reads the ROC curve, see
-            :func:`oodscore.metrics.fpr_at_tpr`.
+            `oodscore.metrics.fpr_at_tpr`.
 
     Returns:
-        A :class:`~oodscore.Report` holding the metrics and the scores.
+        A `oodscore.Report` holding the metrics and the scores.
 
     Example:
         >>> import torch
@@ -422,7 +422,7 @@ def mean_average_precision(scores: Any, targets: Any) -> float:
     ``sklearn.metrics.average_precision_score(targets, scores, average="macro")``. As there,
     a label with no positive sample counts with AP = 0 (a warning names it) and a label
     with no negative sample with AP = 1. AP per label comes from
-    :func:`oodscore.metrics.aupr_in` (positives as the ID side).
+    `oodscore.metrics.aupr_in` (positives as the ID side).
 
     Args:
         scores: (N, C) scores, higher = label more likely (logits are best: a sigmoid in

@@ -1,15 +1,15 @@
 r"""Class groups for MOS: the group specification shared by `GroupSoftmax` and `MOS`, and groupings.
 
-A :class:`GroupSpec` partitions the C classes of a classifier into K non-empty groups and fixes
+A `GroupSpec` partitions the C classes of a classifier into K non-empty groups and fixes
 the official layout of the C + K logits of a group-softmax head (Huang & Li, "MOS: Towards
 Scaling Out-of-distribution Detection for Large Semantic Space", CVPR 2021; official code
 ``deeplearning-wisc/large_scale_ood``, ``finetune.py: get_group_slices``): group k owns the
 contiguous slice of $n_k + 1$ columns that starts at $\sum_{j<k} (n_j + 1)$; the slice's first
 column is the group's "others" logit, followed by the group's classes in their order.
 
-The helpers build groupings three ways: from a taxonomy (:func:`group_by_taxonomy`), by
-k-means on class vectors (:func:`group_by_kmeans`), and at random with balanced sizes
-(:func:`group_at_random`, the baseline the paper compares with).
+The helpers build groupings three ways: from a taxonomy (`group_by_taxonomy`), by
+k-means on class vectors (`group_by_kmeans`), and at random with balanced sizes
+(`group_at_random`, the baseline the paper compares with).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class GroupSpec:
 
     ``GroupSpec(groups)`` takes the original class ids of each group (a taxonomy: classes in
     any order, every class of ``0 .. C-1`` exactly once); the order inside a group is the order
-    of that group's columns. :meth:`from_sizes` builds groups of consecutive classes and
-    :meth:`from_assignment` builds them from each class's group id.
+    of that group's columns. `from_sizes` builds groups of consecutive classes and
+    `from_assignment` builds them from each class's group id.
 
     Logit layout (official ``get_group_slices``), for sizes $(n_1, \dots, n_K)$:
 
@@ -242,7 +242,7 @@ class GroupSpec:
 
     @property
     def is_contiguous(self) -> bool:
-        """Whether the groups hold consecutive classes in order (a :meth:`from_sizes` spec)."""
+        """Whether the groups hold consecutive classes in order (a `from_sizes` spec)."""
         return all(c == i for i, c in enumerate(c for g in self._groups for c in g))
 
     def locate(self, class_id: int) -> tuple[int, int]:
@@ -339,7 +339,7 @@ class GroupSpec:
 
 
 def as_group_spec(groups: GroupSpec | Sequence[int] | Sequence[Sequence[int]]) -> GroupSpec:
-    """A :class:`GroupSpec` from a spec, a sequence of group sizes, or per-group class ids."""
+    """A `GroupSpec` from a spec, a sequence of group sizes, or per-group class ids."""
     if isinstance(groups, GroupSpec):
         return groups
     if isinstance(groups, (str, bytes)) or not isinstance(groups, (Sequence, np.ndarray)):

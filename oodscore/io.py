@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 READABLE = (".npy", ".npz", ".pt", ".pth", ".csv")
-"""File extensions :func:`load_array` reads."""
+"""File extensions `load_array` reads."""
 
 
 def load_array(path: str | os.PathLike[str], *, key: str | None = None) -> np.ndarray[Any, Any]:
@@ -160,7 +160,7 @@ def write_atomic(
 
 
 def check_suffix(path: str | os.PathLike[str]) -> str:
-    """The lower-case extension of ``path`` after checking it is one of :data:`READABLE`."""
+    """The lower-case extension of ``path`` after checking it is one of `READABLE`."""
     suffix = Path(path).suffix.lower()
     if suffix not in READABLE:
         raise ValueError(

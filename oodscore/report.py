@@ -37,21 +37,21 @@ class Report:
     Rows are (OOD set, scorer) pairs in the order given, followed, when there are two OOD
     sets or more, by one ``"mean"`` row per scorer: the unweighted mean of that scorer's
     metrics over the OOD sets (each set counts once, whatever its size, as in the tables of
-    the OOD literature). Columns are the metrics of :func:`oodscore.metrics.ood_metrics`
+    the OOD literature). Columns are the metrics of `oodscore.metrics.ood_metrics`
     (AUROC, AUPR-In, AUPR-Out, FPR at 95% TPR; ID is the positive class). The report can
     also carry the ID task's own quality (``accuracy`` for class targets, ``map`` for
-    multi-hot targets) and the raw scores, which :meth:`plot` needs.
+    multi-hot targets) and the raw scores, which `plot` needs.
 
-    Reports come from :func:`oodscore.evaluate`, :func:`oodscore.evaluate_logits` or
-    :meth:`from_scores`; the constructor takes finished metrics.
+    Reports come from `oodscore.evaluate`, `oodscore.evaluate_logits` or
+    `from_scores`; the constructor takes finished metrics.
 
     Args:
         metrics: ``{(ood_set, scorer): {metric: value}}``; every entry has the same metrics
             and every OOD set is paired with every scorer.
         id_metrics: Metrics of the ID task, e.g. ``{"accuracy": 0.97}``.
         num_samples: ``{"id": n, ood_set: n, ...}``, the sizes behind the metrics.
-        id_scores: ``{scorer: scores of the ID samples}``, for :meth:`plot`.
-        ood_scores: ``{ood_set: {scorer: scores of that set}}``, for :meth:`plot`.
+        id_scores: ``{scorer: scores of the ID samples}``, for `plot`.
+        ood_scores: ``{ood_set: {scorer: scores of that set}}``, for `plot`.
 
     Example:
         >>> import numpy as np
@@ -165,9 +165,9 @@ class Report:
             id_scores: ``{scorer: ID scores}`` (NumPy arrays or tensors of shape (N,)).
             ood_scores: ``{ood_set: {scorer: scores}}``; every set has every scorer.
             id_metrics: Metrics of the ID task to carry along.
-            tpr: The TPR of the FPR column (see :func:`oodscore.metrics.fpr_at_tpr`).
+            tpr: The TPR of the FPR column (see `oodscore.metrics.fpr_at_tpr`).
             rule: How the FPR column reads the ROC curve (see
-                :func:`oodscore.metrics.fpr_at_tpr`).
+                `oodscore.metrics.fpr_at_tpr`).
         """
         if not id_scores:
             raise ValueError("Expected `id_scores` to hold at least one scorer.")
@@ -278,7 +278,7 @@ class Report:
     ) -> str:
         """The rows as CSV (``ood_set,scorer,<metrics>``, full precision); written if ``path``.
 
-        The ID metrics are not part of the table; :meth:`to_json` has them.
+        The ID metrics are not part of the table; `to_json` has them.
 
         Args:
             path: File to write atomically; it must not exist unless ``force``.
@@ -322,7 +322,7 @@ class Report:
         inputs: Iterable[PathLike] = (),
         indent: int | None = 2,
     ) -> str:
-        """:meth:`to_dict` as JSON (NaN becomes ``null``); written atomically if ``path``.
+        """`to_dict` as JSON (NaN becomes ``null``); written atomically if ``path``.
 
         Args:
             path: File to write; it must not exist unless ``force``.
@@ -403,7 +403,7 @@ class Report:
         write_atomic(path, buffer.getvalue(), force=force, inputs=inputs)
 
     def figure(self, *, bins: int = 40) -> Any:
-        """The :meth:`plot` figure as a ``matplotlib.figure.Figure`` (not shown, not saved)."""
+        """The `plot` figure as a ``matplotlib.figure.Figure`` (not shown, not saved)."""
         if not self.id_scores or not self.ood_scores:
             raise ValueError(
                 "This report holds no scores to plot; build it with oodscore.evaluate, "

@@ -46,6 +46,7 @@ def test_list_shows_names_descriptions_and_defaults(capsys):
     assert "[gamma=0.1, top_m=100]" in lines["gen"]
     assert "[top_k=None]" in lines["joint_energy"]
     assert "NeurIPS 2021" in lines["joint_energy"]
+    assert "[groups (required), log_scale=False]" in lines["mos"]
 
 
 def test_list_pattern(capsys):

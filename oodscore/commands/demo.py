@@ -1,6 +1,6 @@
 """``oodscore demo``: train small classifiers on the embedded digits and report OOD detection.
 
-Nothing is downloaded: the data are scikit-learn's 8×8 digits (see :mod:`oodscore.data.demo`).
+Nothing is downloaded: the data are scikit-learn's 8×8 digits (see `oodscore.data.demo`).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def train(
     batch_size: int = 128,
     learning_rate: float = 3e-3,
 ) -> nn.Module:
-    """Train :func:`make_model` with Adam: cross-entropy, or BCE when multi-label."""
+    """Train `make_model` with Adam: cross-entropy, or BCE when multi-label."""
     pixels = sets.x_train[0].numel()
     model = make_model(pixels, sets.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)

@@ -24,7 +24,7 @@ def describe(cls: type) -> tuple[str, str]:
     """A class's one-line summary and its ``name=default`` parameter list."""
     summary = (inspect.getdoc(cls) or "").strip().splitlines()
     params = [
-        f"{p.name}={p.default!r}"
+        f"{p.name} (required)" if p.default is p.empty else f"{p.name}={p.default!r}"
         for p in inspect.signature(cls).parameters.values()
         if p.kind is p.KEYWORD_ONLY
     ]

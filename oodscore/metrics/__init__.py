@@ -1,7 +1,7 @@
-"""OOD detection metrics: exact functions and the streaming, distributed :class:`OODMetrics`.
+"""OOD detection metrics: exact functions and the streaming, distributed `OODMetrics`.
 
 ID is the positive class and higher scores mean more in-distribution; see
-:mod:`oodscore.metrics.functional` for the conventions shared by every metric here.
+`oodscore.metrics.functional` for the conventions shared by every metric here.
 """
 
 from oodscore.metrics.functional import (

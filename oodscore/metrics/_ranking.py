@@ -1,8 +1,8 @@
 """The one ranking step behind every metric: ID and OOD scores in one exact order.
 
-Two representations come out of it. :class:`Positions` (the label of every sorted
+Two representations come out of it. `Positions` (the label of every sorted
 position and the runs of equal scores) feeds the four metrics of ``ood_metrics``;
-:class:`Tally` (ID and OOD counts at each unique value) feeds the other FPR rules, the
+`Tally` (ID and OOD counts at each unique value) feeds the other FPR rules, the
 ROC curve and the binned streaming metrics. Scores are never transformed before ranking:
 ties are ties of the values given (with ``-0.0 == 0.0``), and counts are int64.
 
@@ -161,7 +161,7 @@ def _sorted_tagged(
 class Positions:
     """The ID flag of every position in ascending order of the scores, and the runs of ties.
 
-    The representation behind :func:`~oodscore.metrics.ood_metrics`: every metric is a
+    The representation behind `oodscore.metrics.ood_metrics`: every metric is a
     sum over the ID or the OOD positions of the scores that equal no other score, plus one
     term per run of equal scores.
 
@@ -185,7 +185,7 @@ class Positions:
 
 
 def positions(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> Positions:
-    """The :class:`Positions` of checked 1-D scores (tagged sort where it applies)."""
+    """The `Positions` of checked 1-D scores (tagged sort where it applies)."""
     n_id = id_scores.shape[0]
     if taggable(id_scores, ood_scores):
         keys, bits, flags = _sorted_tagged(id_scores, ood_scores)
@@ -213,7 +213,7 @@ def _positions(
     id_first: Callable[[IntArray], np.ndarray[Any, np.dtype[np.bool_]]],
     n_id: int,
 ) -> Positions:
-    """Build :class:`Positions` from the sorted ID flags and ``same[j]``: j + 1 equals j."""
+    """Build `Positions` from the sorted ID flags and ``same[j]``: j + 1 equals j."""
     tied = np.zeros(is_id.shape[0], dtype=bool)
     tied[1:] = same
     tied[:-1] |= same

@@ -1,6 +1,6 @@
 r"""Exact OOD detection metrics: AUROC, AUPR-In, AUPR-Out and FPR at a TPR.
 
-Conventions (the same in every function here and in :class:`~oodscore.metrics.OODMetrics`):
+Conventions (the same in every function here and in `oodscore.metrics.OODMetrics`):
 
 * Scores follow the library's sign: **higher = more in-distribution**.
 * **ID is the positive class.** ``aupr_out`` is the one exception by definition: it is the
@@ -9,7 +9,7 @@ Conventions (the same in every function here and in :class:`~oodscore.metrics.OO
   threshold in int64, and sums run in float64. The results equal scikit-learn's
   ``roc_auc_score``, ``average_precision_score`` and ``roc_curve(drop_intermediate=False)``
   up to float64 rounding.
-* All four metrics of :func:`ood_metrics` come from one sort of the scores.
+* All four metrics of `ood_metrics` come from one sort of the scores.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from oodscore.metrics._ranking import (
 )
 
 FprRule = Literal["first", "nearest", "openood"]
-"""How :func:`fpr_at_tpr` picks its threshold; see :func:`fpr_at_tpr`."""
+"""How `fpr_at_tpr` picks its threshold; see `fpr_at_tpr`."""
 
 FPR_RULES: tuple[str, ...] = ("first", "nearest", "openood")
 """The names accepted by the ``rule`` argument."""
@@ -52,7 +52,7 @@ def check_tpr(tpr: object) -> float:
 
 
 def check_rule(rule: object) -> FprRule:
-    """Return ``rule`` after checking it names one of :data:`FPR_RULES`."""
+    """Return ``rule`` after checking it names one of `FPR_RULES`."""
     if rule == "first":
         return "first"
     if rule == "nearest":
@@ -63,7 +63,7 @@ def check_rule(rule: object) -> FprRule:
 
 
 def fpr_key(tpr: float) -> str:
-    """The :func:`ood_metrics` key of the FPR at ``tpr``.
+    """The `ood_metrics` key of the FPR at ``tpr``.
 
     Example:
         >>> from oodscore.metrics import fpr_key
@@ -177,7 +177,7 @@ _FPR = {"first": _fpr_first, "nearest": _fpr_nearest, "openood": _fpr_openood}
 
 
 BLOCK = 1 << 17
-"""Sorted positions per block in :func:`_position_sums` (measured best on 10M scores)."""
+"""Sorted positions per block in `_position_sums` (measured best on 10M scores)."""
 
 
 @dataclass
@@ -248,7 +248,7 @@ def _metrics_of_positions(p: Positions, tpr: float) -> dict[str, float]:
     """The four metrics (FPR rule "first") from positions.
 
     Sums over the ID and OOD positions of the scores that equal no other, plus one term
-    per run of equal scores (see :class:`~oodscore.metrics._ranking.Positions`).
+    per run of equal scores (see `oodscore.metrics._ranking.Positions`).
     """
     n = p.is_id.shape[0]
     n_id = p.n_id
@@ -361,7 +361,7 @@ def aupr_in(id_scores: object, ood_scores: object) -> float:
 def aupr_out(id_scores: object, ood_scores: object) -> float:
     r"""Average precision with OOD as the positive class, on the negated scores (AUPR-Out).
 
-    The same sum as :func:`aupr_in` with the roles swapped: thresholds ascend in the
+    The same sum as `aupr_in` with the roles swapped: thresholds ascend in the
     score, recall counts OOD scores $\le t_k$. Equal to scikit-learn's
     ``average_precision_score(is_ood, -scores)``.
 
@@ -450,7 +450,7 @@ def ood_metrics(
         ood_scores: ``(N,)`` scores of OOD inputs. Higher = more in-distribution.
         tpr: The TPR of the FPR entry, in (0, 1]; it names the key (``fpr95`` for 0.95,
             ``fpr90`` for 0.9, ``fpr99.5`` for 0.995).
-        rule: The FPR rule, as in :func:`fpr_at_tpr`.
+        rule: The FPR rule, as in `fpr_at_tpr`.
 
     Returns:
         ``{"auroc": ..., "aupr_in": ..., "aupr_out": ..., "fpr95": ...}`` as Python floats.
@@ -471,7 +471,7 @@ def ood_metrics(
 
 
 def metrics_of_tally(counts: Tally, tpr: float, *, fpr_rule_name: str) -> dict[str, float]:
-    """The :func:`ood_metrics` dictionary of a tally (for streaming and binned counts)."""
+    """The `ood_metrics` dictionary of a tally (for streaming and binned counts)."""
     c = _Cumulative.of(counts)
     return {
         "auroc": _auroc(c),

@@ -1,13 +1,13 @@
 r"""Streaming OOD metrics over batches, on one process or under ``torch.distributed``.
 
-:class:`OODMetrics` accumulates scores batch by batch and computes the dictionary of
-:func:`~oodscore.metrics.ood_metrics` at the end, in one of two modes:
+`OODMetrics` accumulates scores batch by batch and computes the dictionary of
+`oodscore.metrics.ood_metrics` at the end, in one of two modes:
 
 * ``"exact"`` keeps every score on the CPU in its own dtype (float16/32/64) and returns
-  exactly the numbers of :func:`~oodscore.metrics.ood_metrics` on all scores seen.
+  exactly the numbers of `oodscore.metrics.ood_metrics` on all scores seen.
 * ``"binned"`` keeps two histograms (ID and OOD) of ``num_bins`` bins, fixed memory
   whatever the number of scores, and computes the metrics of the binned scores, with
-  guaranteed error bounds (:meth:`OODMetrics.error_bounds`).
+  guaranteed error bounds (`OODMetrics.error_bounds`).
 
 The binned grid: bin $k$ holds the scores $s$ with $\lfloor s / 2^e \rfloor = k$, a window of
 ``num_bins`` consecutive $k$ is stored, and the exponent $e$ is learned from the data (or
@@ -240,16 +240,16 @@ class _Histogram:
 class OODMetrics:
     r"""Streaming AUROC, AUPR-In, AUPR-Out and FPR at a TPR, exact or binned, DDP-aware.
 
-    Feed batches with :meth:`update` (scores, higher = more in-distribution, and an
-    ``is_ood`` flag per score), read :meth:`compute`, start again with :meth:`reset`.
-    Under ``torch.distributed`` (initialized, several ranks), :meth:`compute` combines
+    Feed batches with `update` (scores, higher = more in-distribution, and an
+    ``is_ood`` flag per score), read `compute`, start again with `reset`.
+    Under ``torch.distributed`` (initialized, several ranks), `compute` combines
     all ranks — a collective: every rank must call it — and returns the same dictionary on
     every rank: ``"exact"`` gathers the ranks' scores (lengths first, then padded tensors
     with ``all_gather``; nothing is pickled), ``"binned"`` agrees on a common grid and
     all-reduces the counts.
 
     Binned error bounds. The binned metrics are exact for the scores rounded down to
-    their bin; :meth:`error_bounds` turns that into guarantees on the exact values.
+    their bin; `error_bounds` turns that into guarantees on the exact values.
     AUROC: only ID–OOD pairs inside one bin can be mis-ordered, and each counts ½, so
     $|\mathrm{AUROC}_{\mathrm{binned}} - \mathrm{AUROC}| \le \sum_b I_b O_b / (2PN)$.
     FPR (rule ``"first"``): the exact threshold lies in the bin $b^*$ the binned rule
@@ -260,7 +260,7 @@ class OODMetrics:
     Args:
         mode: ``"exact"`` (every score kept on the CPU) or ``"binned"`` (fixed memory).
         tpr: TPR of the FPR entry, in (0, 1] (key ``fpr95`` for 0.95).
-        rule: FPR rule, as in :func:`~oodscore.metrics.fpr_at_tpr`.
+        rule: FPR rule, as in `oodscore.metrics.fpr_at_tpr`.
         num_bins: Binned mode: bins per histogram (memory ``2 * 8 * num_bins`` bytes). The
             default, 2**16, keeps the AUROC bound near 1e-4 on typical scores.
         score_range: Binned mode: ``(low, high)`` the scores are expected in; it sets the
@@ -369,7 +369,7 @@ class OODMetrics:
         return ood_metrics(id_scores, ood_scores, self.tpr, rule=self.rule)
 
     def error_bounds(self) -> dict[str, float]:
-        """Guaranteed bounds on how far :meth:`compute` can be from the exact metrics.
+        """Guaranteed bounds on how far `compute` can be from the exact metrics.
 
         Returns:
             ``{"auroc": h, "fpr95": d}``: the exact AUROC is within ``±h`` of the computed

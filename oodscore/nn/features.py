@@ -24,7 +24,7 @@ class FeatureCapture:
 
     Use it as a persistent handle (``capture.features`` after each forward, ``remove()``
     when done) or as a context manager that removes the hook on exit. Each forward call of
-    the hooked module replaces :attr:`features`, so after ``model(x_in)`` followed by
+    the hooked module replaces `features`, so after ``model(x_in)`` followed by
     ``model(x_out)`` it holds the outlier batch's features: read it between the calls, or
     pass ID and outliers through one forward and split the rows (as the official SR/SROE
     and EDGE scripts do).

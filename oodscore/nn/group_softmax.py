@@ -7,7 +7,7 @@ loss ``get_loss`` and prediction ``cal_acc`` in ``finetune.py``, targets
 (N, K, M + 1) view of the logits (M = the largest group size): a free reshape when the groups
 have equal sizes, a gather padded with -inf when sizes differ a little. When they differ a
 lot, padding would cost more than it saves and the logits are split into the K group slices
-instead (:func:`uses_padding`).
+instead (`uses_padding`).
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def group_softmax_loss(
 
     $$ \mathcal{L}(x, y) = -\sum_{k=1}^{K} \log p_k\left(t_k(y) \mid x\right) $$
 
-    with $t_k$ the targets of :func:`group_softmax_targets`. ``"mean"`` averages over the
+    with $t_k$ the targets of `group_softmax_targets`. ``"mean"`` averages over the
     batch, which is the official ``get_loss`` exactly: it adds K ``CrossEntropyLoss()``
     terms, each a mean over the batch, and a sum of means is the mean of the per-sample sums.
     """
@@ -233,9 +233,9 @@ class GroupSoftmax(nn.Module):
     r"""A linear head with C + K outputs trained with one softmax per group (MOS, CVPR 2021).
 
     Each of the K groups owns a contiguous slice of $n_k + 1$ logits whose first entry is the
-    group's "others" category (see :class:`oodscore.GroupSpec`). A training image of class y
+    group's "others" category (see `oodscore.GroupSpec`). A training image of class y
     has target "others" in every group but y's, where the target is y's index in its group + 1;
-    the loss sums the K cross-entropies (:meth:`loss`). :class:`oodscore.MOS` then scores
+    the loss sums the K cross-entropies (`loss`). `oodscore.MOS` then scores
     $-\min_k p_k(\text{others} \mid x)$.
 
     ```text
@@ -250,7 +250,7 @@ class GroupSoftmax(nn.Module):
 
     Args:
         in_features: Width of the features the head reads.
-        groups: A :class:`oodscore.GroupSpec`, a sequence of group sizes (consecutive classes)
+        groups: A `oodscore.GroupSpec`, a sequence of group sizes (consecutive classes)
             or a sequence of per-group class ids.
         bias: Whether the head has a bias.
         zero_init: Start weight and bias at zero (official), else ``nn.Linear``'s init.
@@ -392,12 +392,12 @@ def attach_group_softmax(
 
     Args:
         model: The network to change in place.
-        groups: The grouping (see :class:`GroupSoftmax`).
+        groups: The grouping (see `GroupSoftmax`).
         head: Dotted name of the ``nn.Linear`` to replace; ``None`` finds the last one.
-        zero_init: Passed to :class:`GroupSoftmax`.
+        zero_init: Passed to `GroupSoftmax`.
 
     Returns:
-        The new head, for its :meth:`~GroupSoftmax.loss` and :meth:`~GroupSoftmax.predict`.
+        The new head, for its `GroupSoftmax.loss` and `GroupSoftmax.predict`.
 
     Raises:
         ValueError: If the model has no ``nn.Linear``, or ``head`` names no module or a module

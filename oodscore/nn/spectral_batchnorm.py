@@ -27,7 +27,7 @@ class BatchNormBound(nn.Module):
     ``due/layers/spectral_batchnorm.py``). DUE also lowers the batch-norm momentum from
     0.1 to 0.01 to steady the running variance; that is left to the user here
     (``layer.momentum = 0.01``). The running variance is read through a forward pre-hook
-    on the batch norm, which :func:`bound_batch_norm` registers.
+    on the batch norm, which `bound_batch_norm` registers.
 
     Args:
         coeff: The bound $c > 0$ on $L$.
@@ -79,7 +79,7 @@ class BatchNormBound(nn.Module):
 
 
 def bound_batch_norm(layer: _BatchNorm, *, coeff: float) -> _BatchNorm:
-    """Register :class:`BatchNormBound` on an affine batch norm that tracks running stats.
+    """Register `BatchNormBound` on an affine batch norm that tracks running stats.
 
     Raises:
         ValueError: When ``layer`` has no weight (``affine=False``) or no running

@@ -1,9 +1,9 @@
 r"""Spectral normalization of any model: hard (SNoJoE, Miyato) or soft (DUE, SNGP).
 
-The math lives in :class:`SpectralNormWrapper`, a :mod:`torch.nn.utils.parametrize`
-parametrization of one weight; :func:`spectral_normalize` chooses the layers of a model and
-registers it on each; :func:`remove_spectral_normalization` gives the plain model back and
-:func:`spectral_norms` reports the estimated $\sigma$ of every normalized layer.
+The math lives in `SpectralNormWrapper`, a `torch.nn.utils.parametrize`
+parametrization of one weight; `spectral_normalize` chooses the layers of a model and
+registers it on each; `remove_spectral_normalization` gives the plain model back and
+`spectral_norms` reports the estimated $\sigma$ of every normalized layer.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ Mode = Literal["reshape", "operator"]
 r"""How $\sigma$ is measured: of the reshaped weight matrix, or of the convolution operator."""
 
 Selector = Union[type[nn.Module], str, Callable[[str, nn.Module], bool]]  # noqa: UP007
-"""A layer type (``isinstance``), a name pattern (:mod:`fnmatch` on the qualified name, e.g.
+"""A layer type (``isinstance``), a name pattern (`fnmatch` on the qualified name, e.g.
 ``"layer1.*"``) or a predicate ``(name, module) -> bool``."""
 
 _MODES = ("reshape", "operator")
@@ -98,12 +98,12 @@ class _ConvOperator:
         return conv(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
 
     def adjoint(self, y: Tensor, weight: Tensor, input_shape: torch.Size) -> Tensor:
-        """The transpose of :meth:`apply` at ``y``: ``conv_transpose`` where it is exact.
+        """The transpose of `apply` at ``y``: ``conv_transpose`` where it is exact.
 
         A zero-padded convolution with numeric padding has ``conv_transpose`` as its adjoint
         once ``output_padding`` restores the input size (any stride, dilation and groups).
         Every other case (``padding="same"``, reflect/replicate/circular padding, transposed
-        layers) takes the vector-Jacobian product of :meth:`apply`, which for a linear map is
+        layers) takes the vector-Jacobian product of `apply`, which for a linear map is
         its transpose applied to ``y``.
         """
         if (
@@ -521,14 +521,14 @@ def spectral_normalize(
     eps: float = 1e-12,
     warmup_iterations: int = 15,
 ) -> nn.Module:
-    r"""Register :class:`SpectralNormWrapper` on the weights of a model's layers, in place.
+    r"""Register `SpectralNormWrapper` on the weights of a model's layers, in place.
 
     Which layers: every module matched by ``include`` (default: ``Linear``, ``Conv1d/2d/3d``
     and ``ConvTranspose1d/2d/3d``) that has a ``weight`` parameter with at least 2
     dimensions, minus those matched by ``exclude``, minus the **output head** unless
     ``normalize_head=True``. The output head is the last ``nn.Linear`` in module order
     (the order of ``model.named_modules()``, i.e. of assignment in ``__init__``; see
-    :func:`output_head`); a model with no ``Linear`` has none. A classifier whose head
+    `output_head`); a model with no ``Linear`` has none. A classifier whose head
     is something else (a 1×1 convolution, say) should name it in ``exclude``.
 
     The SNoJoE configuration (Mei et al., 2025: torch's ``spectral_norm`` with one power
@@ -548,7 +548,7 @@ def spectral_normalize(
             SNoJoE and DUE).
         mode: ``"reshape"`` ($\sigma$ of the weight as an ``(out, -1)`` matrix) or
             ``"operator"`` ($\sigma$ of each convolution as an operator on its input
-            shape); see :class:`SpectralNormWrapper`.
+            shape); see `SpectralNormWrapper`.
         include: Layer types, name patterns or predicates ``(name, module) -> bool``
             choosing the layers (a layer is chosen when any of them matches).
         exclude: The same kinds of selectors; a matching layer is left alone.
@@ -556,7 +556,7 @@ def spectral_normalize(
         batch_norm: Also bound the Lipschitz constant of every affine ``BatchNorm1d/2d/3d``
             (not filtered by ``include``/``exclude``) by ``coeff`` (1 when ``coeff`` is
             ``None``), as DUE's ``SpectralBatchNorm``; see
-            :class:`oodscore.nn.spectral_batchnorm.BatchNormBound`.
+            `oodscore.nn.spectral_batchnorm.BatchNormBound`.
         example_input: In operator mode, an input of the model to run once (in eval mode,
             without gradients; train/eval flags are restored) so that every wrapper knows
             its input shape now. Without it, the first forward does that.
@@ -569,7 +569,7 @@ def spectral_normalize(
     Raises:
         ValueError: On a bad hyper-parameter, no matching layer, or a chosen layer that
             already has spectral normalization (ours or torch's): call
-            :func:`remove_spectral_normalization` first.
+            `remove_spectral_normalization` first.
         TypeError: On a selector that is neither a type, a string nor a callable.
 
     Example:
@@ -710,7 +710,7 @@ def remove_spectral_normalization(model: nn.Module) -> nn.Module:
     forward pre-hooks of operator mode are removed.
 
     Args:
-        model: A model given to :func:`spectral_normalize`.
+        model: A model given to `spectral_normalize`.
 
     Returns:
         ``model`` itself.
@@ -763,7 +763,7 @@ def spectral_norms(model: nn.Module) -> dict[str, float]:
     ``nan`` for an operator-mode layer that has not seen an input yet.
 
     Args:
-        model: A model given to :func:`spectral_normalize`.
+        model: A model given to `spectral_normalize`.
 
     Returns:
         ``{qualified layer name: σ}`` in module order.
@@ -800,10 +800,10 @@ def load_unnormalized_state_dict(
     normalization the model then computes with $W/\sigma$, not with the pretrained $W$:
     its outputs differ from the pretrained model's (with a soft bound they agree where
     $\sigma \\le c$). The simplest alternative is to load the plain weights *before*
-    calling :func:`spectral_normalize`, whose warm-up then runs on them.
+    calling `spectral_normalize`, whose warm-up then runs on them.
 
     Args:
-        model: A model given to :func:`spectral_normalize`.
+        model: A model given to `spectral_normalize`.
         state_dict: A state dict of the same architecture without normalization.
         strict: As in ``torch.nn.Module.load_state_dict``; the ``_u``/``_v`` buffers are
             never required.

@@ -85,7 +85,7 @@ def balanced_energy_loss(
        - E(\tilde x_j)\big)^2}{\sum_j Z_w(\tilde x_j)} $$
 
     with $Z_m$, $Z_w$ the influences for the exponents ``gamma`` and ``gamma_weight``
-    (``None``: same as ``gamma``). No input checks: :class:`BalancedEnergyLoss` validates.
+    (``None``: same as ``gamma``). No input checks: `BalancedEnergyLoss` validates.
     An empty side contributes 0, as does an outlier set whose weights $Z_w$ are all 0.
     """
     prior = class_prior.to(device=logits_out.device, dtype=logits_out.dtype)
@@ -107,9 +107,9 @@ def balanced_energy_loss(
 class BalancedEnergyLoss(Regularizer):
     r"""Balanced energy regularization loss (Choi, Jeong & Choi, CVPR 2023).
 
-    The energy-margin loss (:class:`EnergyMarginLoss`) with the outlier hinge adapted to
+    The energy-margin loss (`EnergyMarginLoss`) with the outlier hinge adapted to
     the class prior $P$ of the auxiliary outliers — the share of them a pretrained model
-    assigns to each class (:func:`estimate_class_prior`). With
+    assigns to each class (`estimate_class_prior`). With
     $q^{(\gamma)}_c = P_c^{\gamma} / \sum_k P_k^{\gamma}$ and the influence
     $Z_\gamma(x) = \sum_c \operatorname{softmax}(f(x))_c \, q^{(\gamma)}_c$ (large for an
     outlier that looks like a class many outliers fall into):
@@ -121,7 +121,7 @@ class BalancedEnergyLoss(Regularizer):
 
     Outliers of majority classes get a higher energy margin ($m_{out} + \alpha Z$) and a
     larger share of the loss (the $Z$-weighted mean); $\gamma = 0$ makes $q$ uniform and
-    reduces the loss to :class:`EnergyMarginLoss` with margin $m_{out} + \alpha / C$.
+    reduces the loss to `EnergyMarginLoss` with margin $m_{out} + \alpha / C$.
 
     Official code ``hyunjunChhoi/Balanced_Energy``, read for this implementation:
     ``classification/inf_train_res.py`` (``Ec_out = Ec_out - lamb * Z_gamma1``; loss
@@ -198,7 +198,7 @@ class BalancedEnergyLoss(Regularizer):
         Classification form ``reg(logits_in, logits_out)`` with (N, C) and (M, C) logits
         (both non-empty), or dense form ``reg(logits, mask_out=..., mask_in=...)`` with
         (N, C, H, W) logits and boolean (N, H, W) masks, as in
-        :meth:`EnergyMarginLoss.forward`. C must equal the length of ``class_prior``.
+        `EnergyMarginLoss.forward`. C must equal the length of ``class_prior``.
 
         Raises:
             ValueError: On empty batches, mismatched class counts, non-finite logits, or

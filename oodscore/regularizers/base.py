@@ -26,7 +26,7 @@ class Regularizer(nn.Module, ABC):
     Data a method needs (e.g. the class prior of balanced energy) comes first, positionally.
 
     Attributes:
-        name: The registry name (set by :func:`register_regularizer`).
+        name: The registry name (set by `register_regularizer`).
         weight_names: The constructor arguments that scale the output linearly (the
             term is ``sum_k weight_k * term_k``): setting all of them to 0 gives 0 and
             doubling all of them doubles the output. The contract test checks this;
@@ -52,7 +52,7 @@ class Regularizer(nn.Module, ABC):
 
 
 def register_regularizer(name: str) -> Any:
-    """Class decorator that registers a :class:`Regularizer` subclass under ``name``."""
+    """Class decorator that registers a `Regularizer` subclass under ``name``."""
     return REGULARIZERS.register(name)
 
 

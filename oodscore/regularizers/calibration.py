@@ -12,7 +12,7 @@ from oodscore.regularizers.energy import free_energy
 
 
 class EnergyMargins(NamedTuple):
-    """Margins for :class:`oodscore.EnergyMarginLoss` / :class:`oodscore.BalancedEnergyLoss`.
+    """Margins for `oodscore.EnergyMarginLoss` / `oodscore.BalancedEnergyLoss`.
 
     Unpack them as keyword arguments: ``EnergyMarginLoss(**margins._asdict())``.
     """

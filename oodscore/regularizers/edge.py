@@ -78,8 +78,8 @@ class EDGELoss(Regularizer):
     $f \gtrsim 88$, and a batch with fewer than $k$ ID rows uses all of them (the code's
     ``topk`` would raise), so a short last batch does not stop training.
 
-    Choose the auxiliary outlier set with :func:`dilation_distance` /
-    :func:`rank_outlier_sets`; score test inputs with :class:`oodscore.JointEnergy`.
+    Choose the auxiliary outlier set with `dilation_distance` /
+    `rank_outlier_sets`; score test inputs with `oodscore.JointEnergy`.
 
     Args:
         conf_weight: $\alpha \ge 0$.
@@ -237,7 +237,7 @@ def rank_outlier_sets(
     k: int = 32,
     prefer: Literal["closest", "farthest"],
 ) -> list[tuple[str, float]]:
-    r"""Rank candidate auxiliary-outlier sets by :func:`dilation_distance` to the ID features.
+    r"""Rank candidate auxiliary-outlier sets by `dilation_distance` to the ID features.
 
     Returns ``(name, distance)`` pairs, best first. ``prefer`` has no default because the
     direction is not settled: the paper calls the measure a way to select "more informative"
@@ -257,7 +257,7 @@ def rank_outlier_sets(
 
     Raises:
         ValueError: If ``candidates`` is empty, ``prefer`` is unknown, or as
-            :func:`dilation_distance`.
+            `dilation_distance`.
 
     Example:
         >>> import torch

@@ -93,7 +93,7 @@ def energy_margin_loss(
     $$ \frac{1}{N}\sum_i \operatorname{relu}(E(x_i) - m_{in})^2
        + \frac{1}{M}\sum_j \operatorname{relu}(m_{out} - E(\tilde x_j))^2 $$
 
-    No input checks: :class:`EnergyMarginLoss` validates. An empty side contributes 0.
+    No input checks: `EnergyMarginLoss` validates. An empty side contributes 0.
     """
     return squared_hinges(
         free_energy(logits_in, temperature),
@@ -114,7 +114,7 @@ class EnergyMarginLoss(Regularizer):
 
     Squared hinges pull the free energy of ID samples below $m_{in}$ and push that of
     auxiliary outliers above $m_{out}$; detection then uses the energy score
-    (:class:`oodscore.Energy`), which is $-E$. Added to the cross-entropy of the ID batch:
+    (`oodscore.Energy`), which is $-E$. Added to the cross-entropy of the ID batch:
     ``loss = F.cross_entropy(logits_in, y) + reg(logits_in, logits_out)``.
 
     Official code ``wetliu/energy_ood`` (``CIFAR/train.py``, ``--score energy``):
@@ -124,11 +124,11 @@ class EnergyMarginLoss(Regularizer):
     The run script ``CIFAR/run.sh`` overrides the margins per dataset: **-23 / -5 for
     CIFAR-10** and **-27 / -5 for CIFAR-100** (fine-tuning a pretrained WideResNet for 10
     epochs). The margins depend on the scale of the model's logits; for a new model use
-    :func:`oodscore.calibrate_margins`. The segmentation form (PEBAL, Balanced Energy's
+    `oodscore.calibrate_margins`. The segmentation form (PEBAL, Balanced Energy's
     ``segmentation/code/losses.py``) uses ``weight=0.5, margin_in=-12, margin_out=-6``.
 
     Margins must satisfy ``margin_in < margin_out`` (ID energies low, outlier energies
-    high); see :func:`oodscore.regularizers.energy.check_margins`.
+    high); see `oodscore.regularizers.energy.check_margins`.
 
     Args:
         weight: $\lambda \ge 0$ (official 0.1).
@@ -175,7 +175,7 @@ class EnergyMarginLoss(Regularizer):
         logits of the ID and outlier batches (both non-empty); or dense (segmentation),
         ``reg(logits, mask_out=..., mask_in=...)`` with (N, C, H, W) logits of every pixel
         and boolean (N, H, W) masks (see
-        :func:`oodscore.regularizers.base.dense_logits_rows`), where a crop without
+        `oodscore.regularizers.base.dense_logits_rows`), where a crop without
         outlier pixels contributes only the ID term, as in the official segmentation code.
 
         Raises:

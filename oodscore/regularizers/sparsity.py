@@ -27,8 +27,8 @@ class SparsityLoss(Regularizer):
     where $h(x)$ is the penultimate, pooled feature vector (the input of the linear head).
     From "Exploring feature sparsity for out-of-distribution detection": sparser features
     of in-distribution data leave OOD inputs with lower energy; detection then uses the
-    energy score (:class:`oodscore.Energy`). Get $h$ of any model with
-    :class:`oodscore.nn.FeatureCapture`.
+    energy score (`oodscore.Energy`). Get $h$ of any model with
+    `oodscore.nn.FeatureCapture`.
 
     Official code ``kuan-li/SparsityRegularization`` (``CIFAR/tune.py``, and
     ``chen-qichao/SROE``): ``torch.mean(torch.sum(abs(vector_feature), dim=1))`` on the

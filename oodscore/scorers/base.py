@@ -27,15 +27,15 @@ class Scorer(ABC):
     **Higher score = more in-distribution**, for every scorer.
 
     Calling a scorer converts and checks its input once, then runs the subclass's
-    :meth:`score`: NumPy in gives NumPy out, torch in gives torch out on the same device with
+    `score`: NumPy in gives NumPy out, torch in gives torch out on the same device with
     gradients flowing; float16/bfloat16 are computed (and returned) in float32; N = 0 gives an
     empty result. Hyper-parameters are keyword-only constructor arguments stored under the
     same names, which gives a faithful ``repr``.
 
     Attributes:
-        name: The registry name (set by :func:`register_scorer`).
+        name: The registry name (set by `register_scorer`).
         input_kind: What the scorer consumes: ``"logits"``, ``"features"`` or ``"model"``.
-        requires_fit: Whether :meth:`fit` must run before scoring.
+        requires_fit: Whether `fit` must run before scoring.
         higher_is_id: Always ``True``; stated so wrappers and tests can rely on it.
     """
 
@@ -83,7 +83,7 @@ class Scorer(ABC):
 
 
 def register_scorer(name: str) -> Any:
-    """Class decorator that registers a :class:`Scorer` subclass under ``name``.
+    """Class decorator that registers a `Scorer` subclass under ``name``.
 
     Example:
         >>> import torch

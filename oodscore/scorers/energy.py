@@ -69,7 +69,7 @@ class JointEnergy(Scorer):
     ``deeplearning-wisc/multi-label-ood`` (``lib.py``, ``ood == "F"``): ``method="sum"`` is
     the default here; ``top_k=1`` is its ``method="max"`` variant, and ``top_k=k`` sums the k
     largest label energies. No temperature, as in the paper. SNoJoE (Mei et al., 2025)
-    scores with this after training with :func:`oodscore.spectral_normalize`.
+    scores with this after training with `oodscore.spectral_normalize`.
 
     Args:
         top_k: Sum only the k largest per-label terms (``1 <= k``; ``k >= C`` sums all);

@@ -23,7 +23,7 @@ def mos_score(logits: Tensor, groups: GroupSpec, *, log_scale: bool = False) -> 
 
 @register_scorer("mos")
 class MOS(Scorer):
-    r"""Minimum Others Score (Huang & Li, CVPR 2021) of a :class:`oodscore.GroupSoftmax` head.
+    r"""Minimum Others Score (Huang & Li, CVPR 2021) of a `oodscore.GroupSoftmax` head.
 
     $$ S(x) = -\min_{k=1..K} p_k(\text{others} \mid x), \qquad
        p_k = \operatorname{softmax}\left(f_{k,0}(x), f_{k,1}(x), \dots, f_{k,n_k}(x)\right) $$
@@ -42,7 +42,7 @@ class MOS(Scorer):
     as the head's: ``MOS(groups=head.groups)``).
 
     Args:
-        groups: A :class:`oodscore.GroupSpec`, a sequence of group sizes (consecutive
+        groups: A `oodscore.GroupSpec`, a sequence of group sizes (consecutive
             classes), or a sequence of per-group class ids.
         log_scale: Score with $\log p$ instead of $p$ (same ranking, no underflow ties).
 
