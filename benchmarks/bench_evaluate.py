@@ -139,8 +139,9 @@ def main() -> None:
         "",
         f"Command: `{command.strip()}`",
         "",
-        f"Machine: 2 CPU cores ({platform.machine()}, {platform.system()}), shared with other "
-        f"CPU-heavy jobs while this ran; Python {platform.python_version()}, torch "
+        f"Machine: 2 CPU cores ({platform.machine()}, {platform.system()}); timings on a "
+        f"machine that may run other jobs are noisy, so variants take turns; "
+        f"Python {platform.python_version()}, torch "
         f"{torch.__version__}, {args.threads} torch thread(s); no GPU. Date: {now}.",
         "",
         f"Model: VGG-style CNN, 4 conv+BN+ReLU blocks (32-64-128-128 channels), "

@@ -162,7 +162,7 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         + (f" --output {args.output}`" if args.output else "`"),
         "",
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-        f"shared with other CPU-heavy jobs while it ran, so timings are noisy: each is the "
+        f"timings are noisy on a machine that may run other jobs: each is the "
         f"minimum over repeats ({args.repeats} for np.sort and ood_metrics, taking turns "
         f"in each repeat; "
         f"{args.sklearn_repeats} for scikit-learn, 1 for argsort), and the ratios compare "
@@ -201,9 +201,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "(AVX2, no AVX-512; the `np.sort` as float64 row). "
         f"The rest ({ms(main_row['ours'] - main_row['keys'])}) is the checks, finding the "
         "runs of equal scores, the block-wise sums over the sorted labels and one term per "
-        f"run; every step is a NumPy pass over {args.n:,} entries, and such passes suffer "
-        "most from "
-        "the memory traffic of the other jobs. Reaching 2x would take a 32-bit sort that "
+        f"run; every step is a NumPy pass over {args.n:,} entries, bound by memory "
+        "traffic. Reaching 2x would take a 32-bit sort that "
         "carries the labels along, which NumPy does not offer, or compiled code.",
         "",
         "Other inputs (same run):",

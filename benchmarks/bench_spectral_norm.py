@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> None:
             "",
             f"Command: `{command}`  ",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
-            f"{torch.__version__}, {args.threads} threads, shared with other CPU-heavy "
-            "jobs (timings are noisy; compare ratios within this run).  ",
+            f"{torch.__version__}, {args.threads} threads (timings are noisy on a machine that "
+            "may run other jobs; compare ratios within this run).  ",
             f"Date: {datetime.date.today().isoformat()}  ",
             f"Model: ResNet-style CNN (stem + 3 stages × 2 basic blocks, 16/32/64 channels, "
             f"13 Conv2d), batch {args.batch_size} of 3×{args.image_size}×{args.image_size}, "
