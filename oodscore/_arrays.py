@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -61,7 +62,11 @@ def as_tensor(x: object, name: str) -> tuple[Tensor, Callable[[Tensor], Any]]:
         return x.to(compute_dtype(x.dtype, from_numpy=False)), _identity
     if isinstance(x, np.ndarray):
         check_numeric(x.dtype, name)
-        tensor = torch.from_numpy(np.ascontiguousarray(x))
+        array = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))  # torch needs native
+        with warnings.catch_warnings():
+            # Read-only arrays (memory maps, broadcasts) are fine: nothing writes to the tensor.
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            tensor = torch.from_numpy(array)
         return tensor.to(compute_dtype(tensor.dtype, from_numpy=True)), _to_numpy
     raise TypeError(
         f"Expected `{name}` to be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,17 @@ def test_hyper_parameters_are_keyword_only():
 
 def test_numpy_integer_input_is_accepted():
     assert MaxLogit()(np.array([[1, 5, 2]])).tolist() == [5.0]
+
+
+def test_big_endian_and_read_only_numpy_arrays_are_accepted(rng):
+    logits = rng.normal(size=(5, 3))
+    expected = Energy()(logits)
+    swapped = logits.astype(">f8")
+    np.testing.assert_array_equal(Energy()(swapped), expected)
+    read_only = logits.copy()
+    read_only.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(Energy()(read_only), expected)
+        broadcast = np.broadcast_to(logits[:1], (4, 3))
+        np.testing.assert_array_equal(Energy()(broadcast), np.repeat(expected[:1], 4))
