@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from oodscore._distributed import all_reduce, gather_cat, gather_variable, is_distributed
 from oodscore.metrics import OODMetrics, ood_metrics
+from tests.distributed import spawn_gloo
 
 WORLD = 2
 
@@ -84,28 +81,14 @@ def compute_all(rank: int) -> dict[str, object]:
     return out
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        result = compute_all(rank)
-    finally:
-        dist.destroy_process_group()
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _worker(rank: int, out_dir: str) -> None:
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(compute_all(rank)))
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    spawn_gloo(_worker, str(out_dir), world_size=WORLD)
     return [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 

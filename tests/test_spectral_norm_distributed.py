@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from oodscore import spectral_normalize, spectral_norms
+from tests.distributed import spawn_gloo
 
 WORLD_SIZE = 2
 STEPS = 4
@@ -32,16 +30,9 @@ def _model() -> nn.Module:
     )
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
-    try:
-        for index, (mode, example) in enumerate(CONFIGURATIONS):
-            _train_one(rank, mode, example, Path(out_dir) / f"{index}-rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, out_dir: str) -> None:
+    for index, (mode, example) in enumerate(CONFIGURATIONS):
+        _train_one(rank, mode, example, Path(out_dir) / f"{index}-rank{rank}.pt")
 
 
 def _train_one(rank: int, mode: str, example: bool, path: Path) -> None:
@@ -64,15 +55,9 @@ def _train_one(rank: int, mode: str, example: bool, path: Path) -> None:
     torch.save({"state": model.state_dict(), "sigma": spectral_norms(model)}, path)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_ranks_agree_on_weights_and_sigma(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    spawn_gloo(_worker, str(tmp_path), world_size=WORLD_SIZE)
     for index, configuration in enumerate(CONFIGURATIONS):
         results = [
             torch.load(tmp_path / f"{index}-rank{rank}.pt", weights_only=True)
