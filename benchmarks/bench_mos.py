@@ -48,7 +48,7 @@ from common import (
     configure_threads,
     markdown_table,
     mean_std,
-    ood_report,
+    ood_results,
     set_seed,
     train,
     write_results,
@@ -236,12 +236,7 @@ def evaluate(
     logits: dict[str, Tensor], y_test: Tensor, predict: Callable[[Tensor], Tensor], scorers: dict
 ) -> dict[str, float]:
     out = {"accuracy": float((predict(logits["test"]) == y_test).float().mean())}
-    for score_name, scorer in scorers.items():
-        s_id = scorer(logits["test"])
-        for ood in ("near", "far"):
-            metrics = ood_report(s_id, scorer(logits[ood]))
-            out[f"{score_name}/{ood}/fpr95"] = metrics["fpr95"]
-            out[f"{score_name}/{ood}/auroc"] = metrics["auroc"]
+    out.update(ood_results(logits["test"], {o: logits[o] for o in ("near", "far")}, scorers))
     return out
 
 

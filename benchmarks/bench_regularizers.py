@@ -47,7 +47,7 @@ from common import (
     long_tailed,
     markdown_table,
     mean_std,
-    ood_report,
+    ood_results,
     set_seed,
     train,
     write_results,
@@ -87,12 +87,7 @@ def load_data(seed: int) -> dict[str, Tensor]:
 def evaluate(model: nn.Module, data: dict[str, Tensor]) -> dict[str, float]:
     logits = {k: collect_logits(model, data[k]) for k in ("x_test", "near", "far")}
     result = {"acc": float((logits["x_test"].argmax(1) == data["y_test"]).float().mean())}
-    for score_name, scorer in SCORERS.items():
-        id_scores = scorer(logits["x_test"])
-        for ood in ("near", "far"):
-            metrics = ood_report(id_scores, scorer(logits[ood]))
-            result[f"{score_name}/{ood}/fpr95"] = metrics["fpr95"]
-            result[f"{score_name}/{ood}/auroc"] = metrics["auroc"]
+    result.update(ood_results(logits["x_test"], {o: logits[o] for o in ("near", "far")}, SCORERS))
     return result
 
 

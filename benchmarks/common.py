@@ -297,10 +297,23 @@ def ood_report(id_scores: Tensor, ood_scores: Tensor) -> dict[str, float]:
     """
     from oodscore.metrics import ood_metrics  # the one call the benchmarks depend on
 
-    result = ood_metrics(id_scores, ood_scores)
-    if isinstance(result, dict):
-        return {k: float(v) for k, v in result.items()}
-    return {k: float(v) for k, v in vars(result).items() if isinstance(v, (int, float))}
+    return {k: float(v) for k, v in ood_metrics(id_scores, ood_scores).items()}
+
+
+def ood_results(
+    id_logits: Tensor,
+    ood_logits: dict[str, Tensor],
+    scorers: dict[str, Callable[[Tensor], Tensor]],
+) -> dict[str, float]:
+    """FPR95 and AUROC of every scorer on every OOD set, keyed ``"{scorer}/{set}/{metric}"``."""
+    out: dict[str, float] = {}
+    for score_name, scorer in scorers.items():
+        id_scores = scorer(id_logits)
+        for ood, logits in ood_logits.items():
+            metrics = ood_report(id_scores, scorer(logits))
+            out[f"{score_name}/{ood}/fpr95"] = metrics["fpr95"]
+            out[f"{score_name}/{ood}/auroc"] = metrics["auroc"]
+    return out
 
 
 def mean_std(values: Sequence[float], *, scale: float = 100.0, digits: int = 1) -> str:
