@@ -62,15 +62,24 @@ def as_tensor(x: object, name: str) -> tuple[Tensor, Callable[[Tensor], Any]]:
         return x.to(compute_dtype(x.dtype, from_numpy=False)), _identity
     if isinstance(x, np.ndarray):
         check_numeric(x.dtype, name)
-        array = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))  # torch needs native
-        with warnings.catch_warnings():
-            # Read-only arrays (memory maps, broadcasts) are fine: nothing writes to the tensor.
-            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            tensor = torch.from_numpy(array)
+        tensor = to_torch(x)
         return tensor.to(compute_dtype(tensor.dtype, from_numpy=True)), _to_numpy
     raise TypeError(
         f"Expected `{name}` to be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
     )
+
+
+def to_torch(x: np.ndarray[Any, Any]) -> Tensor:
+    """A CPU tensor of ``x``'s values and dtype, sharing memory where torch allows it.
+
+    Big-endian arrays are converted to native byte order (torch accepts no other), and
+    read-only arrays (memory maps, broadcasts) are wrapped without torch's warning: nothing
+    in oodscore writes to the tensor.
+    """
+    array = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def _identity(t: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from oodscore._arrays import as_tensor
+from oodscore._arrays import as_tensor, to_torch
 from oodscore._distributed import gather_variable
 from oodscore._validation import check_logits
 from oodscore.metrics import FprRule, aupr_in
@@ -496,7 +496,7 @@ def _logits(x: Any, name: str) -> Tensor:
 
 def _targets(x: Any) -> tuple[Tensor, bool]:
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x)), True
+        return to_torch(x), True
     if isinstance(x, Tensor):
         return x, False
     raise TypeError(

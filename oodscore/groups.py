@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from oodscore._arrays import check_numeric
 from oodscore._validation import check_int
 
 __all__ = ["GroupSpec", "group_at_random", "group_by_kmeans", "group_by_taxonomy"]
@@ -452,8 +453,7 @@ def group_by_kmeans(
         raise ValueError(
             f"Expected `class_vectors` to be a non-empty 2-D array (C, D), got shape {x.shape}."
         )
-    if x.dtype.kind not in "fiu":
-        raise TypeError(f"Expected `class_vectors` to hold real numbers, got dtype {x.dtype}.")
+    check_numeric(x.dtype, "class_vectors")
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
         raise ValueError("Expected `class_vectors` to be finite, but it holds NaN or ±inf.")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from oodscore._arrays import check_numeric
 from oodscore.io import write_atomic
 from oodscore.metrics import FprRule, ood_metrics, roc_curve
 
@@ -447,8 +448,7 @@ def _as_numpy(x: Any, name: str) -> Array:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     array = np.asarray(x)
-    if array.dtype.kind not in "fiu":
-        raise TypeError(f"Expected `{name}` to hold real numbers, got dtype {array.dtype}.")
+    check_numeric(array.dtype, name)
     if array.ndim != 1:
         raise ValueError(f"Expected `{name}` to be 1-D, got shape {array.shape}.")
     return array.astype(np.float64, copy=False)

@@ -332,3 +332,14 @@ def test_targets_must_keep_their_form() -> None:
         evaluate(nn.Linear(3, 3), batches, {"o": [x]}, "msp", progress=False)
     with pytest.raises(TypeError, match="`ID loader targets` of shape"):
         evaluate(nn.Linear(3, 3), [(x, torch.zeros(4))], {"o": [x]}, "msp", progress=False)
+
+
+def test_big_endian_numpy_targets_are_accepted() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(40, 3))
+    targets = logits.argmax(1)
+    ood = {"noise": rng.normal(size=(20, 3))}
+    native = evaluate_logits(logits, ood, ["msp"], id_targets=targets)
+    swapped = evaluate_logits(logits, ood, ["msp"], id_targets=targets.astype(">i8"))
+    assert swapped.to_dict() == native.to_dict()
+    assert native.to_dict()["id_metrics"]["accuracy"] == 1.0

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from oodscore._arrays import check_numeric
+
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.integer[Any]]]
 
@@ -84,10 +86,7 @@ def as_scores(x: object, name: str, *, allow_empty: bool = False) -> np.ndarray[
         raise TypeError(
             f"Expected `{name}` to be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
         )
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(
-            f"Expected `{name}` to hold real numbers (float or int), got dtype {arr.dtype}."
-        )
+    check_numeric(arr.dtype, name)
     if arr.ndim != 1:
         raise ValueError(
             f"Expected `{name}` to be 1-D of shape (N,), got {arr.ndim}-D shape {arr.shape}."
