@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = cls(**parse_params(args.param, cls))
     output: Path = args.output
     check_suffix(output)
-    if output.exists() and not args.force:
+    if output.exists() and not args.force:  # fail before loading and scoring a large input
         raise FileExistsError(f"{str(output)!r} exists; pass --force to overwrite it.")
     logits = load_array(args.input, key=args.key)
     scores = scorer(logits)
