@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from oodscore import __version__
 from oodscore.commands import COMMANDS
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a closed pipe
 
 
 class CLIError(Exception):
@@ -40,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
+    except BrokenPipeError:  # stdout closed early (`oodscore demo | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (CLIError, ValueError, TypeError, OSError) as error:
         message = str(error).strip().replace("\n", " ") or type(error).__name__
         print(f"oodscore: error: {message}", file=sys.stderr)

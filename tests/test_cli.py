@@ -259,3 +259,20 @@ def test_written_files_get_the_usual_permissions(tmp_path, capsys, logits):
         assert stat.S_IMODE(target.stat().st_mode) == 0o640  # an overwritten file keeps its mode
     finally:
         os.umask(old)
+
+
+def test_closed_stdout_ends_quietly(tmp_path):
+    """`oodscore list | head -1` must not print an error when head closes the pipe."""
+    script = (
+        "import sys, oodscore.cli;"
+        "sys.stdout = open(sys.stdout.fileno(), 'w', buffering=1, closefd=False);"
+        "sys.exit(oodscore.cli.main(['list']))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # the reader goes away before anything is written
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 141
+    assert b"error" not in err
