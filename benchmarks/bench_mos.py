@@ -66,7 +66,7 @@ from oodscore import (
     group_by_kmeans,
     group_by_taxonomy,
 )
-from oodscore.nn.group_softmax import group_softmax_loss, uses_padding
+from oodscore.functional import group_softmax_loss, uses_padding
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL = (

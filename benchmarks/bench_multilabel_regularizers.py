@@ -62,7 +62,7 @@ from oodscore import (
     get_regularizer,
 )
 from oodscore.data import load_digits_split, make_composites
-from oodscore.regularizers.edge import edge_gap_loss
+from oodscore.functional import edge_gap_loss
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "multilabel_regularizers.md"
 ID_CLASSES = (0, 1, 2, 3, 4, 5)
@@ -90,9 +90,15 @@ def single_label(seed: int, *, pretrain_epochs: int, tune_epochs: int) -> dict[s
     oe = get_regularizer("outlier_exposure")  # 0.5 (tune.py --beta, energy_ood --score OE)
     arms: dict[str, tuple[Callable[[Batch], Tensor] | None, bool]] = {
         "plain (CE fine-tune)": (None, False),
-        "SR": (lambda b: sparsity(b.features_in), False),
-        "OE": (lambda b: oe(b.logits_out), True),
-        "SROE": (lambda b: sparsity(b.features_in, b.features_out) + oe(b.logits_out), True),
+        "SR": (lambda b: sparsity(features_in=b.features_in), False),
+        "OE": (lambda b: oe(logits_out=b.logits_out), True),
+        "SROE": (
+            lambda b: (
+                sparsity(features_in=b.features_in, features_out=b.features_out)
+                + oe(logits_out=b.logits_out)
+            ),
+            True,
+        ),
     }
     results: dict[str, dict] = {}
     energy = Energy()
@@ -178,7 +184,7 @@ def train_multilabel(
     if arm == "BCE":
         reg = None
     elif arm == "BCE + OE (multi-label)":
-        reg = lambda b: oe(b.logits_out)  # noqa: E731
+        reg = lambda b: oe(logits_out=b.logits_out)  # noqa: E731
     else:
 
         def reg(b: Batch) -> Tensor:
@@ -187,7 +193,7 @@ def train_multilabel(
                 with torch.no_grad():
                     gap = edge_gap_loss(b.logits_in, b.logits_out, margin=margin, tail_size=50)
                 gaps[when].append(float(gap))
-            return edge(b.logits_in, b.logits_out, epoch=b.epoch)
+            return edge(logits_in=b.logits_in, logits_out=b.logits_out, epoch=b.epoch)
 
     train(
         model,

@@ -93,7 +93,7 @@ def evaluate(model: nn.Module, data: dict[str, Tensor]) -> dict[str, float]:
 
 def logits_callback(reg: nn.Module) -> RegularizerCallback:
     def callback(batch: Batch) -> Tensor:
-        out: Tensor = reg(batch.logits_in, batch.logits_out)
+        out: Tensor = reg(logits_in=batch.logits_in, logits_out=batch.logits_out)
         return out
 
     return callback
@@ -101,7 +101,7 @@ def logits_callback(reg: nn.Module) -> RegularizerCallback:
 
 def outliers_only(reg: nn.Module) -> RegularizerCallback:
     def callback(batch: Batch) -> Tensor:
-        out: Tensor = reg(batch.logits_out)
+        out: Tensor = reg(logits_out=batch.logits_out)
         return out
 
     return callback

@@ -31,6 +31,11 @@ def compute_dtype(dtype: torch.dtype, *, from_numpy: bool) -> torch.dtype:
     return torch.float64 if from_numpy else torch.get_default_dtype()
 
 
+def promote(x: Tensor) -> Tensor:
+    """``x`` in its compute dtype (`compute_dtype`): float16/bfloat16 become float32."""
+    return x.to(compute_dtype(x.dtype, from_numpy=False))
+
+
 def check_numeric(dtype: torch.dtype | np.dtype[Any], name: str) -> None:
     """Raise a ``TypeError`` unless ``dtype`` is a real (non-bool, non-complex) number type."""
     if isinstance(dtype, torch.dtype):

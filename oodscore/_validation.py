@@ -3,10 +3,110 @@
 from __future__ import annotations
 
 import math
+import operator
+from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+Closed = Literal["left", "right", "both", "neither"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A declared range of valid values for a hyper-parameter, in the spirit of scikit-learn's.
+
+    ``Interval(Real, 0, None, closed="neither")`` accepts the finite reals > 0;
+    ``Interval(Integral, 1, None, closed="left")`` the integers >= 1. ``None`` leaves a side
+    open without bound. Booleans are never numbers here, NaN and ±inf never pass.
+
+    Examples:
+        >>> from numbers import Real
+        >>> from oodscore._validation import Interval
+        >>> Interval(Real, 0, 1, closed="neither").check(0.5, "gamma")
+        0.5
+        >>> Interval(Real, 0, 1, closed="neither").check(1, "gamma")
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `gamma` to be a finite number in (0, 1), got 1.
+    """
+
+    kind: type[Real] | type[Integral]
+    low: float | None = None
+    high: float | None = None
+    closed: Closed = "both"
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, self.kind):
+            return False
+        number = float(value)
+        if not math.isfinite(number):
+            return False
+        if self.low is not None:
+            left_closed = self.closed in ("left", "both")
+            if number < self.low or (number == self.low and not left_closed):
+                return False
+        if self.high is not None:
+            right_closed = self.closed in ("right", "both")
+            if number > self.high or (number == self.high and not right_closed):
+                return False
+        return True
+
+    def describe(self) -> str:
+        """The range in words: "a finite number > 0", "an integer in [1, 10]"."""
+        noun = "an integer" if self.kind is Integral else "a finite number"
+        low, high = _plain(self.low), _plain(self.high)
+        if self.low is None and self.high is None:
+            return noun
+        if self.high is None:
+            return f"{noun} {'>=' if self.closed in ('left', 'both') else '>'} {low}"
+        if self.low is None:
+            return f"{noun} {'<=' if self.closed in ('right', 'both') else '<'} {high}"
+        left = "[" if self.closed in ("left", "both") else "("
+        right = "]" if self.closed in ("right", "both") else ")"
+        return f"{noun} in {left}{low}, {high}{right}"
+
+    def check(self, value: object, name: str) -> float:
+        """Return ``value`` as a float, or raise a ``ValueError`` naming ``name`` and the range."""
+        if value not in self:
+            raise ValueError(f"Expected `{name}` to be {self.describe()}, got {value!r}.")
+        return float(value)  # type: ignore[arg-type]
+
+
+def _plain(bound: float | None) -> str:
+    """A bound as written by hand: 0 and 1, not 0.0 and 1.0."""
+    if bound is None:
+        return ""
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+FINITE = Interval(Real, None, None)
+POSITIVE = Interval(Real, 0, None, closed="neither")
+NON_NEGATIVE = Interval(Real, 0, None, closed="left")
+UNIT_OPEN = Interval(Real, 0, 1, closed="neither")
+
+
+def check_positive(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking it is a finite number > 0."""
+    return POSITIVE.check(value, name)
+
+
+def check_non_negative(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking it is a finite number >= 0."""
+    return NON_NEGATIVE.check(value, name)
+
+
+def check_finite_number(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking it is a finite (non-bool) real number."""
+    return FINITE.check(value, name)
+
+
+def check_int(value: object, name: str, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
+    Interval(Integral, minimum, None, closed="left").check(value, name)
+    return operator.index(value)  # type: ignore[arg-type]  # an Integral, checked above
 
 
 def check_logits(x: Tensor, name: str = "logits") -> None:
@@ -50,42 +150,14 @@ def check_finite(x: Tensor, name: str) -> None:
         raise ValueError(f"Expected `{name}` to be finite, but {' and '.join(problems)}.")
 
 
-def check_positive(value: object, name: str) -> float:
-    """Return ``value`` as a float after checking it is a finite number > 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Real)
-        or not math.isfinite(float(value))
-        or float(value) <= 0
-    ):
-        raise ValueError(f"Expected `{name}` to be a finite number > 0, got {value!r}.")
-    return float(value)
-
-
-def check_int(value: object, name: str, *, minimum: int = 1) -> int:
-    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < minimum:
-        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def check_non_negative(value: object, name: str) -> float:
-    """Return ``value`` as a float after checking it is a finite number >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Real)
-        or not math.isfinite(float(value))
-        or float(value) < 0
-    ):
-        raise ValueError(f"Expected `{name}` to be a finite number >= 0, got {value!r}.")
-    return float(value)
-
-
-def check_float_matrix(x: object, name: str, *, columns: str = "D", min_rows: int = 1) -> Tensor:
+def check_float_matrix(
+    x: object, name: str, *, columns: str = "D", min_rows: int = 1, finite: bool = True
+) -> Tensor:
     """Return ``x`` after checking it is a finite floating (N, ``columns``) tensor.
 
     For the inputs of losses, which need a floating tensor to differentiate; N must be at
-    least ``min_rows``.
+    least ``min_rows``. ``finite=False`` skips the value check (NaN, ±inf), the only one
+    that reads the data (a device synchronization on a GPU).
 
     Raises:
         TypeError: If ``x`` is not a torch tensor or not floating point.
@@ -109,5 +181,30 @@ def check_float_matrix(x: object, name: str, *, columns: str = "D", min_rows: in
             f"Expected `{name}` to have at least one column ({columns} >= 1), got shape "
             f"{tuple(x.shape)}."
         )
-    check_finite(x, name)
+    if finite:
+        check_finite(x, name)
     return x
+
+
+def check_same_width(
+    first: Tensor,
+    second: Tensor,
+    names: tuple[str, str],
+    *,
+    what: str = "classes",
+    symbol: str = "C",
+) -> None:
+    """Raise a ``ValueError`` unless two 2-D inputs have the same number of columns.
+
+    Args:
+        first: The reference input (N, C).
+        second: The input checked against it (M, C').
+        names: The two arguments' names, in that order.
+        what: The columns in words (``"classes"``, ``"features"``).
+        symbol: The columns' symbol (``"C"``, ``"D"``).
+    """
+    if first.shape[1] != second.shape[1]:
+        raise ValueError(
+            f"Expected `{names[1]}` to have as many {what} as `{names[0]}` "
+            f"({symbol} = {first.shape[1]}), got shape {tuple(second.shape)}."
+        )

@@ -140,4 +140,5 @@ def test_docstring_cites_a_source(scorer_and_width):
     scorer, _ = scorer_and_width
     doc = type(scorer).__doc__ or ""
     assert any(year in doc for year in ("2017", "2018", "2019", "2020", "2021", "2022", "2023"))
-    assert "Example:" in doc
+    assert "\n    Examples:\n" in doc  # the heading mkdocstrings renders as code
+    assert "\n    Source: " in doc

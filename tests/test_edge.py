@@ -25,7 +25,7 @@ def logits(rows: int, cols: int = 6, *, scale: float = 3.0, seed: int = 0) -> to
 @pytest.mark.parametrize("epoch", [0, 49, 50, 120])
 def test_defaults_match_reference(seed, epoch):
     z_in, z_out = logits(64, seed=seed), logits(64, seed=seed + 100) - 1.0
-    got = EDGELoss()(z_in, z_out, epoch=epoch)
+    got = EDGELoss()(logits_in=z_in, logits_out=z_out, epoch=epoch)
     expected = ref.edge(z_in.numpy(), z_out.numpy(), epoch)  # official defaults
     assert got.item() == pytest.approx(expected, rel=1e-12, abs=1e-14)
 
@@ -33,13 +33,15 @@ def test_defaults_match_reference(seed, epoch):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_weight_one_matches_reference(seed):
     z_in, z_out = logits(13, seed=seed), logits(7, seed=seed + 50)
-    got = EDGELoss(**WEIGHT_ONE, start_epoch=0)(z_in, z_out, epoch=0)
+    got = EDGELoss(**WEIGHT_ONE, start_epoch=0)(logits_in=z_in, logits_out=z_out, epoch=0)
     expected = ref.edge(z_in.numpy(), z_out.numpy(), 0, tau=0, **REF_ONE)
     assert got.item() == pytest.approx(expected, rel=1e-12)
     # The gap term alone, with a margin that makes most pairs active.
     gap = EDGELoss(conf_weight=0.0, gap_weight=1.0, margin=8.0, tail_size=4, start_epoch=0)
     expected_gap = ref.edge_gap(z_in.numpy(), z_out.numpy(), 8.0, 4)
-    assert gap(z_in, z_out, epoch=3).item() == pytest.approx(expected_gap, rel=1e-12)
+    assert gap(logits_in=z_in, logits_out=z_out, epoch=3).item() == pytest.approx(
+        expected_gap, rel=1e-12
+    )
     assert expected_gap > 0
 
 
@@ -49,7 +51,7 @@ def test_extreme_logits_are_finite_and_exact(dtype):
     z_in = torch.tensor([[1e4, -1e4, 0.0], [50.0, 80.0, -90.0], [-1e4, -1e4, -1e4]], dtype=dtype)
     z_out = torch.tensor([[1e4, 1e4, 1e4], [-1e4, 3.0, 100.0]], dtype=dtype)
     loss = EDGELoss(**WEIGHT_ONE, start_epoch=0)
-    got = loss(z_in, z_out, epoch=0)
+    got = loss(logits_in=z_in, logits_out=z_out, epoch=0)
     assert torch.isfinite(got)
     expected = ref.edge(z_in.double().numpy(), z_out.double().numpy(), 0, tau=0, **REF_ONE)
     assert got.item() == pytest.approx(expected, rel=1e-6)
@@ -60,7 +62,9 @@ def test_gradients_match_finite_differences():
     z_in = logits(6, 4, seed=3).requires_grad_(True)
     z_out = (logits(5, 4, seed=4) - 1).requires_grad_(True)
     loss = EDGELoss(gap_weight=0.7, margin=2.0, tail_size=3, start_epoch=0)
-    assert torch.autograd.gradcheck(lambda a, b: loss(a, b, epoch=1), (z_in, z_out))
+    assert torch.autograd.gradcheck(
+        lambda a, b: loss(logits_in=a, logits_out=b, epoch=1), (z_in, z_out)
+    )
 
 
 def test_gradient_reaches_only_the_tail_of_the_id_batch():
@@ -68,7 +72,7 @@ def test_gradient_reaches_only_the_tail_of_the_id_batch():
     z_in = logits(8, seed=5).requires_grad_(True)
     z_out = (logits(4, seed=6) + 2).requires_grad_(True)
     loss = EDGELoss(tail_size=3, margin=50.0, start_epoch=0)
-    loss(z_in, z_out, epoch=0).backward()
+    loss(logits_in=z_in, logits_out=z_out, epoch=0).backward()
     energies = torch.nn.functional.softplus(z_in.detach()).sum(1)
     tail = set(torch.argsort(energies)[:3].tolist())
     touched = {i for i in range(8) if z_in.grad[i].abs().sum() > 0}
@@ -83,27 +87,35 @@ def test_schedule_gap_off_before_start_epoch_and_on_after():
     gap = ref.edge_gap(z_in.numpy(), z_out.numpy(), 1.0, 4)
     assert gap > 0
     for epoch in (0, 1, 2):
-        assert loss(z_in, z_out, epoch=epoch).item() == pytest.approx(conf_only, rel=1e-12)
+        assert loss(logits_in=z_in, logits_out=z_out, epoch=epoch).item() == pytest.approx(
+            conf_only, rel=1e-12
+        )
         assert loss.gap_weight_at(epoch) == 0.0
     for epoch in (3, 4, 100):
-        got = loss(z_in, z_out, epoch=epoch).item()
+        got = loss(logits_in=z_in, logits_out=z_out, epoch=epoch).item()
         assert got == pytest.approx(conf_only + 0.5 * gap, rel=1e-12)
         assert loss.gap_weight_at(epoch) == 0.5
 
 
 def test_batch_of_one():
     z_in, z_out = logits(1, seed=9), logits(1, seed=10)
-    got = EDGELoss(**WEIGHT_ONE, start_epoch=0)(z_in, z_out, epoch=0)
+    got = EDGELoss(**WEIGHT_ONE, start_epoch=0)(logits_in=z_in, logits_out=z_out, epoch=0)
     expected = ref.edge(z_in.numpy(), z_out.numpy(), 0, tau=0, **REF_ONE)
     assert got.item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_tail_size_larger_than_batch_uses_every_id_row():
     z_in, z_out = logits(4, seed=11), logits(6, seed=12)
-    big = EDGELoss(tail_size=50, margin=5.0, start_epoch=0)(z_in, z_out, epoch=0)
-    exact = EDGELoss(tail_size=4, margin=5.0, start_epoch=0)(z_in, z_out, epoch=0)
+    big = EDGELoss(tail_size=50, margin=5.0, start_epoch=0)(
+        logits_in=z_in, logits_out=z_out, epoch=0
+    )
+    exact = EDGELoss(tail_size=4, margin=5.0, start_epoch=0)(
+        logits_in=z_in, logits_out=z_out, epoch=0
+    )
     assert big.item() == exact.item()
-    smaller = EDGELoss(tail_size=2, margin=5.0, start_epoch=0)(z_in, z_out, epoch=0)
+    smaller = EDGELoss(tail_size=2, margin=5.0, start_epoch=0)(
+        logits_in=z_in, logits_out=z_out, epoch=0
+    )
     assert smaller.item() != exact.item()
 
 
@@ -116,6 +128,7 @@ def test_defaults_come_from_the_official_code():
         "margin": 1.0,
         "tail_size": 50,
         "start_epoch": 50,
+        "validate_args": True,
     }
     assert "edge" in oodscore.list_regularizers()
     assert "EDGELoss" in oodscore.__all__
@@ -143,28 +156,28 @@ def test_bad_inputs():
     loss = EDGELoss()
     z = logits(4)
     with pytest.raises(ValueError, match=r"`logits_out` to have at least 1 row"):
-        loss(z, z[:0], epoch=0)
+        loss(logits_in=z, logits_out=z[:0], epoch=0)
     with pytest.raises(ValueError, match=r"`logits_in` to have at least 1 row"):
-        loss(z[:0], z, epoch=0)
+        loss(logits_in=z[:0], logits_out=z, epoch=0)
     with pytest.raises(ValueError, match=r"as many classes as `logits_in` \(C = 6\)"):
-        loss(z, logits(4, 5), epoch=0)
+        loss(logits_in=z, logits_out=logits(4, 5), epoch=0)
     bad = z.clone()
     bad[2, 1] = math.nan
     with pytest.raises(ValueError, match=r"`logits_out` to be finite.*NaN.*row 2"):
-        loss(z, bad, epoch=0)
+        loss(logits_in=z, logits_out=bad, epoch=0)
     bad[2, 1] = -math.inf
     with pytest.raises(ValueError, match=r"`logits_in` to be finite.*inf"):
-        loss(bad, z, epoch=0)
+        loss(logits_in=bad, logits_out=z, epoch=0)
     with pytest.raises(ValueError, match=r"`logits_in` to be 2-D"):
-        loss(z[0], z, epoch=0)
+        loss(logits_in=z[0], logits_out=z, epoch=0)
     with pytest.raises(TypeError, match=r"`logits_in` to be a floating-point tensor"):
-        loss(z.long(), z, epoch=0)
+        loss(logits_in=z.long(), logits_out=z, epoch=0)
     with pytest.raises(TypeError, match=r"`logits_out` to be a torch.Tensor, got ndarray"):
-        loss(z, z.numpy(), epoch=0)
+        loss(logits_in=z, logits_out=z.numpy(), epoch=0)
     with pytest.raises(ValueError, match=r"`epoch` to be an integer >= 0, got -1"):
-        loss(z, z, epoch=-1)
+        loss(logits_in=z, logits_out=z, epoch=-1)
     with pytest.raises(ValueError, match=r"`epoch`"):
-        loss(z, z, epoch=1.5)  # type: ignore[arg-type]
+        loss(logits_in=z, logits_out=z, epoch=1.5)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------- dilation distance
@@ -219,7 +232,7 @@ def test_dilation_distance_errors():
         dilation_distance(h, logits(20, 6), k=7)
     with pytest.raises(ValueError, match=r"`k` to be at most min\(N, M, D\) = 3"):
         dilation_distance(h, logits(3, 6), k=4)
-    with pytest.raises(ValueError, match=r"feature size of `features_id` \(D = 6\)"):
+    with pytest.raises(ValueError, match=r"as many features as `features_id` \(D = 6\)"):
         dilation_distance(h, logits(10, 5), k=2)
     with pytest.raises(ValueError, match=r"`features_out` to have at least 1 row"):
         dilation_distance(h, h[:0], k=1)
@@ -261,7 +274,7 @@ def test_rank_outlier_sets_errors():
 def test_half_precision_is_computed_in_float32():
     z_in, z_out = logits(9, seed=13), logits(5, seed=14)
     loss = EDGELoss(**WEIGHT_ONE, start_epoch=0)
-    got = loss(z_in.half(), z_out.bfloat16(), epoch=0)
+    got = loss(logits_in=z_in.half(), logits_out=z_out.bfloat16(), epoch=0)
     assert got.dtype == torch.float32
     expected = ref.edge(
         z_in.half().double().numpy(), z_out.bfloat16().double().numpy(), 0, tau=0, **REF_ONE

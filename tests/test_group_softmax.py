@@ -7,8 +7,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from oodscore import GroupSoftmax, GroupSpec, attach_group_softmax
-from oodscore.nn import group_softmax as group_softmax_module
-from oodscore.nn.group_softmax import group_log_softmax
+from oodscore.functional import group_softmax as group_softmax_module
+from oodscore.functional import group_log_softmax
 from tests.reference import mos as ref
 
 # Groupings covering: equal sizes (reshape path), unequal sizes (padded gather path),
@@ -309,10 +309,12 @@ class TestAttach:
 
     def test_errors(self) -> None:
         model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
-        with pytest.raises(ValueError, match=r"contain an nn\.Linear to replace, found none"):
+        with pytest.raises(
+            ValueError, match=r"contain an nn\.Linear head, found none; pass `head`"
+        ):
             attach_group_softmax(model, [2])
         model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
         with pytest.raises(ValueError, match="'1' is a ReLU"):
             attach_group_softmax(model, [2], head="1")
-        with pytest.raises(ValueError, match=r"got 'fc'; its nn.Linear layers are \['0'\]"):
+        with pytest.raises(ValueError, match=r"`head` to name a submodule of Sequential, got 'fc'"):
             attach_group_softmax(model, [2], head="fc")

@@ -6,7 +6,7 @@ import torch
 
 import oodscore._arrays
 from oodscore import MOS, GroupSoftmax, GroupSpec, get_scorer, list_scorers
-from oodscore.scorers.mos import mos_score
+from oodscore.functional import mos_score
 from tests.reference import mos as ref
 
 GROUPINGS = {

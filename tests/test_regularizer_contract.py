@@ -1,11 +1,11 @@
 """The Regularizer contract, checked for every entry of the registry.
 
 Inputs are built from each ``forward`` signature by parameter name (the shared vocabulary:
-``logits_in``, ``logits_out``, ``features_in``, ``features_out``, ``targets_in``,
-``epoch``). Positional-or-keyword parameters are all built, optional ones included (so
-``features_out`` of SparsityLoss is exercised too); keyword-only optional parameters
-(``mask_out``/``mask_in`` of the dense form) select another mode and are left out. An
-unknown name fails loudly: add a builder for it here. Required constructor arguments
+``logits_in``, ``logits_out``, ``features_in``, ``features_out``, ``targets``, ``epoch``)
+and passed by keyword. Every data parameter must be keyword-only; all are built, optional
+ones included (so ``features_out`` of SparsityLoss is exercised too), except the masks
+(``mask_out``/``mask_in``) that select the dense form. An unknown name fails loudly: add a
+builder for it here. Required constructor arguments
 (data, not hyper-parameters, such as a class prior) get builders by name the same way.
 """
 
@@ -30,7 +30,7 @@ INPUT_BUILDERS: dict[str, Callable[[torch.dtype], Any]] = {
     "logits_out": lambda dtype: 10 * torch.randn(M, C, dtype=dtype),
     "features_in": lambda dtype: torch.randn(N, D, dtype=dtype),
     "features_out": lambda dtype: torch.randn(M, D, dtype=dtype),
-    "targets_in": lambda dtype: torch.randint(0, C, (N,)),
+    "targets": lambda dtype: torch.randint(0, C, (N,)),
     "epoch": lambda dtype: 10_000,  # past every warm-up, so that scheduled terms are on
 }
 
@@ -44,10 +44,13 @@ NAMES = list_regularizers()
 def _forward_names(reg: Regularizer) -> list[str]:
     names = []
     for param in inspect.signature(reg.forward).parameters.values():
-        if param.kind is param.KEYWORD_ONLY and param.default is not param.empty:
-            continue  # an optional mode switch, e.g. the dense form's masks
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
+        if param.kind is not param.KEYWORD_ONLY:
+            raise AssertionError(
+                f"{type(reg).__name__}.forward takes {param.name!r} positionally; data "
+                "arguments are keyword-only."
+            )
+        if param.name.startswith("mask_"):
+            continue  # the dense form's masks select another mode
         if param.name not in INPUT_BUILDERS:
             raise AssertionError(
                 f"{type(reg).__name__}.forward takes {param.name!r}, which the contract test "
@@ -179,8 +182,19 @@ def test_unknown_name_lists_close_matches(name: str) -> None:
 
 def test_unknown_forward_argument_fails_loudly() -> None:
     class Odd(Regularizer):
-        def forward(self, logits_in: torch.Tensor, temperature_map: torch.Tensor) -> torch.Tensor:
+        def forward(  # type: ignore[override]
+            self, *, logits_in: torch.Tensor, temperature_map: torch.Tensor
+        ) -> torch.Tensor:
             return logits_in.sum()
 
     with pytest.raises(AssertionError, match=r"'temperature_map'.*INPUT_BUILDERS"):
         _forward_names(Odd())
+
+
+def test_positional_data_argument_fails_loudly() -> None:
+    class Positional(Regularizer):
+        def forward(self, logits_in: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return logits_in.sum()
+
+    with pytest.raises(AssertionError, match=r"'logits_in' positionally; data arguments"):
+        _forward_names(Positional())

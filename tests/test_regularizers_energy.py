@@ -17,7 +17,7 @@ from oodscore import (
     estimate_class_prior,
     get_regularizer,
 )
-from oodscore.regularizers.balanced_energy import balanced_energy_loss
+from oodscore.functional import balanced_energy_loss
 from tests.reference import regularizers as ref
 
 C = 5
@@ -65,7 +65,7 @@ def test_energy_margin_matches_reference(case: str, params: dict[str, float]) ->
     rng = np.random.default_rng(list(CASES).index(case))
     logits_in, logits_out = CASES[case](rng)
     expected = ref.energy_margin(logits_in.numpy(), logits_out.numpy(), **params)
-    _close(EnergyMarginLoss(**params)(logits_in, logits_out), expected)
+    _close(EnergyMarginLoss(**params)(logits_in=logits_in, logits_out=logits_out), expected)
 
 
 def test_energy_margin_defaults_are_the_official_values() -> None:
@@ -77,10 +77,12 @@ def test_energy_margin_hinges_are_one_sided() -> None:
     # ID energy already below m_in and outlier energy above m_out: nothing to pay.
     low = torch.tensor([[30.0, 0.0]], dtype=torch.float64)  # E ≈ -30
     high = torch.tensor([[-10.0, -10.0]], dtype=torch.float64)  # E ≈ 9.3
-    assert float(EnergyMarginLoss()(low, high)) == 0.0
+    assert float(EnergyMarginLoss()(logits_in=low, logits_out=high)) == 0.0
     # Swapped roles pay both hinges.
     expected = 0.1 * ((-float(torch.logsumexp(high, 1)) + 25) ** 2 + (-7 + 30.0) ** 2)
-    np.testing.assert_allclose(float(EnergyMarginLoss()(high, low)), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        float(EnergyMarginLoss()(logits_in=high, logits_out=low)), expected, rtol=1e-6
+    )
 
 
 def test_energy_margin_gradcheck() -> None:
@@ -88,17 +90,19 @@ def test_energy_margin_gradcheck() -> None:
     logits_in = _logits(rng, 4, scale=6.0).requires_grad_()
     logits_out = _logits(rng, 3, scale=6.0).requires_grad_()
     reg = EnergyMarginLoss(weight=1.0, margin_in=-8.0, margin_out=-4.0, temperature=1.5)
-    assert torch.autograd.gradcheck(lambda a, b: reg(a, b), (logits_in, logits_out))
+    assert torch.autograd.gradcheck(
+        lambda a, b: reg(logits_in=a, logits_out=b), (logits_in, logits_out)
+    )
 
 
 def test_energy_margin_float32_and_half() -> None:
     rng = np.random.default_rng(2)
     logits_in, logits_out = _logits(rng, 6, scale=8.0), _logits(rng, 6, scale=8.0)
     expected = ref.energy_margin(logits_in.numpy(), logits_out.numpy())
-    out32 = EnergyMarginLoss()(logits_in.float(), logits_out.float())
+    out32 = EnergyMarginLoss()(logits_in=logits_in.float(), logits_out=logits_out.float())
     assert out32.dtype == torch.float32
     np.testing.assert_allclose(float(out32), expected, rtol=1e-5)
-    out16 = EnergyMarginLoss()(logits_in.half(), logits_out.half())
+    out16 = EnergyMarginLoss()(logits_in=logits_in.half(), logits_out=logits_out.half())
     assert out16.dtype == torch.float32  # half precision is computed in float32
     np.testing.assert_allclose(float(out16), expected, rtol=5e-3)
 
@@ -142,13 +146,13 @@ def test_energy_losses_reject_bad_logits(
 ) -> None:
     for reg in (EnergyMarginLoss(), BalancedEnergyLoss(np.full(C, 0.2))):
         with pytest.raises(error, match=match):
-            reg(logits_in, logits_out)  # type: ignore[arg-type]
+            reg(logits_in=logits_in, logits_out=logits_out)  # type: ignore[arg-type]
 
 
 def test_mixed_dtypes_are_promoted() -> None:
     rng = np.random.default_rng(3)
     logits_in, logits_out = _logits(rng, 4, scale=8.0), _logits(rng, 5, scale=8.0)
-    out = EnergyMarginLoss()(logits_in.float(), logits_out)
+    out = EnergyMarginLoss()(logits_in=logits_in.float(), logits_out=logits_out)
     assert out.dtype == torch.float64
 
 
@@ -179,13 +183,13 @@ def test_dense_form_equals_classification_form_on_pixels() -> None:
         expected = reference(  # type: ignore[operator]
             _pixels(logits, mask_in), _pixels(logits, mask_out), **params, **extra
         )
-        _close(reg(logits, mask_out=mask_out, mask_in=mask_in), expected)
+        _close(reg(logits_in=logits, mask_out=mask_out, mask_in=mask_in), expected)
         # Without mask_in, every pixel outside mask_out is ID (void pixels included).
         everything_else = _pixels(logits, ~mask_out)
         expected_all = reference(  # type: ignore[operator]
             everything_else, _pixels(logits, mask_out), **params, **extra
         )
-        _close(reg(logits, mask_out=mask_out), expected_all)
+        _close(reg(logits_in=logits, mask_out=mask_out), expected_all)
 
 
 def test_dense_form_without_outlier_pixels_keeps_the_id_term() -> None:
@@ -194,19 +198,39 @@ def test_dense_form_without_outlier_pixels_keeps_the_id_term() -> None:
     reg = EnergyMarginLoss(weight=0.5, margin_in=-12.0, margin_out=-6.0)
     pixels = _pixels(logits, ~no_outliers)
     expected = 0.5 * np.mean(np.maximum(0.0, ref.energy(pixels) + 12.0) ** 2)
-    _close(reg(logits, mask_out=no_outliers), expected)
+    _close(reg(logits_in=logits, mask_out=no_outliers), expected)
 
 
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda r, x, m: r(x, x, mask_out=m), ValueError, r"either `logits_out`.*or `mask_out`"),
-        (lambda r, x, m: r(x[:, :, 0, 0], mask_out=m), ValueError, r"\(N, C, \*spatial\)"),
-        (lambda r, x, m: r(x, mask_out=m[:, :2]), ValueError, r"`mask_out` to have shape"),
-        (lambda r, x, m: r(x, mask_out=m.long()), TypeError, r"`mask_out` to be a boolean"),
-        (lambda r, x, m: r(x, mask_out=m, mask_in=m), ValueError, r"disjoint.*pixel"),
-        (lambda r, x, m: r(x[:, :, 0, 0], GOOD, mask_in=m), ValueError, r"only together"),
-        (lambda r, x, m: r(x.fill_(math.nan), mask_out=m), ValueError, r"finite.*NaN"),
+        (
+            lambda r, x, m: r(logits_in=x, logits_out=x, mask_out=m),
+            ValueError,
+            r"either `logits_out`.*or `mask_out`",
+        ),
+        (
+            lambda r, x, m: r(logits_in=x[:, :, 0, 0], mask_out=m),
+            ValueError,
+            r"\(N, C, \*spatial\)",
+        ),
+        (
+            lambda r, x, m: r(logits_in=x, mask_out=m[:, :2]),
+            ValueError,
+            r"`mask_out` to have shape",
+        ),
+        (
+            lambda r, x, m: r(logits_in=x, mask_out=m.long()),
+            TypeError,
+            r"`mask_out` to be a boolean",
+        ),
+        (lambda r, x, m: r(logits_in=x, mask_out=m, mask_in=m), ValueError, r"disjoint.*pixel"),
+        (
+            lambda r, x, m: r(logits_in=x[:, :, 0, 0], logits_out=GOOD, mask_in=m),
+            ValueError,
+            r"only together",
+        ),
+        (lambda r, x, m: r(logits_in=x.fill_(math.nan), mask_out=m), ValueError, r"finite.*NaN"),
     ],
 )
 def test_dense_form_errors(call, error: type[Exception], match: str) -> None:  # type: ignore[no-untyped-def]
@@ -224,28 +248,30 @@ def test_outlier_exposure_matches_reference(case: str, weight: float) -> None:
     _, logits_out = CASES[case](np.random.default_rng(list(CASES).index(case)))
     params = {} if weight == 0.5 else {"weight": weight}
     _close(
-        OutlierExposureLoss(**params)(logits_out),
+        OutlierExposureLoss(**params)(logits_out=logits_out),
         ref.outlier_exposure(logits_out.numpy(), weight=weight),
     )
     _close(
-        OutlierExposureLoss(target="zeros", **params)(logits_out),
+        OutlierExposureLoss(target="zeros", **params)(logits_out=logits_out),
         ref.outlier_exposure_zeros(logits_out.numpy(), weight=weight),
     )
 
 
 def test_outlier_exposure_is_smallest_at_uniform_softmax() -> None:
     uniform = torch.full((4, C), 3.0, dtype=torch.float64)
-    np.testing.assert_allclose(float(OutlierExposureLoss(weight=1.0)(uniform)), math.log(C))
+    np.testing.assert_allclose(
+        float(OutlierExposureLoss(weight=1.0)(logits_out=uniform)), math.log(C)
+    )
     confident = uniform.clone()
     confident[:, 0] = 10.0
-    assert float(OutlierExposureLoss(weight=1.0)(confident)) > math.log(C) + 1
+    assert float(OutlierExposureLoss(weight=1.0)(logits_out=confident)) > math.log(C) + 1
 
 
 def test_outlier_exposure_gradcheck() -> None:
     logits_out = _logits(np.random.default_rng(7), 4, scale=3.0).requires_grad_()
     for target in ("uniform", "zeros"):
         reg = OutlierExposureLoss(weight=1.0, target=target)  # type: ignore[arg-type]
-        assert torch.autograd.gradcheck(lambda x: reg(x), (logits_out,))  # noqa: B023
+        assert torch.autograd.gradcheck(lambda x: reg(logits_out=x), (logits_out,))  # noqa: B023
 
 
 def test_outlier_exposure_errors() -> None:
@@ -254,9 +280,9 @@ def test_outlier_exposure_errors() -> None:
     with pytest.raises(ValueError, match=r"`weight` to be a finite number >= 0, got -1"):
         OutlierExposureLoss(weight=-1)
     with pytest.raises(ValueError, match=r"`logits_out` to have at least 1 row"):
-        OutlierExposureLoss()(torch.zeros(0, C))
+        OutlierExposureLoss()(logits_out=torch.zeros(0, C))
     with pytest.raises(ValueError, match=r"`logits_out` to be finite"):
-        OutlierExposureLoss()(torch.tensor([[0.0, math.inf]]))
+        OutlierExposureLoss()(logits_out=torch.tensor([[0.0, math.inf]]))
 
 
 def test_outlier_exposure_official_weight() -> None:
@@ -284,14 +310,20 @@ def test_balanced_energy_matches_reference(case: str, params: dict[str, float]) 
     rng = np.random.default_rng(10 + list(CASES).index(case))
     logits_in, logits_out = CASES[case](rng)
     expected = ref.balanced_energy(logits_in.numpy(), logits_out.numpy(), PRIOR, **params)
-    _close(BalancedEnergyLoss(PRIOR, **params)(logits_in, logits_out), expected)
+    _close(
+        BalancedEnergyLoss(PRIOR, **params)(logits_in=logits_in, logits_out=logits_out), expected
+    )
 
 
 def test_balanced_energy_with_uniform_weights_is_energy_margin_with_shifted_margin() -> None:
     rng = np.random.default_rng(11)
     logits_in, logits_out = _logits(rng, 8, scale=8.0), _logits(rng, 8, scale=8.0)
-    balanced = BalancedEnergyLoss(PRIOR, gamma=0.0, alpha=10.0)(logits_in, logits_out)
-    plain = EnergyMarginLoss(margin_in=-23.0, margin_out=-5.0 + 10.0 / C)(logits_in, logits_out)
+    balanced = BalancedEnergyLoss(PRIOR, gamma=0.0, alpha=10.0)(
+        logits_in=logits_in, logits_out=logits_out
+    )
+    plain = EnergyMarginLoss(margin_in=-23.0, margin_out=-5.0 + 10.0 / C)(
+        logits_in=logits_in, logits_out=logits_out
+    )
     torch.testing.assert_close(balanced, plain)
 
 
@@ -301,7 +333,7 @@ def test_balanced_energy_favors_majority_class_outliers() -> None:
     logits_out = torch.tensor([[6.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 6.0]])
     logits_out = logits_out.double().requires_grad_()
     logits_in = torch.zeros(1, C, dtype=torch.float64)
-    BalancedEnergyLoss(PRIOR, gamma=1.0)(logits_in, logits_out).backward()
+    BalancedEnergyLoss(PRIOR, gamma=1.0)(logits_in=logits_in, logits_out=logits_out).backward()
     assert logits_out.grad is not None
     majority, minority = logits_out.grad.abs().sum(dim=1)
     assert float(majority) > 2 * float(minority)
@@ -312,7 +344,7 @@ def test_balanced_energy_all_zero_weights_give_zero_outlier_term() -> None:
     prior = np.array([0.5, 0.5, 0.0, 0.0, 0.0])
     logits_out = torch.tensor([[-1e4, -1e4, 1e4, 0.0, 0.0]], dtype=torch.float64)
     logits_in = torch.full((1, C), 100.0, dtype=torch.float64)  # E far below m_in
-    out = BalancedEnergyLoss(prior, gamma=1.0)(logits_in, logits_out)
+    out = BalancedEnergyLoss(prior, gamma=1.0)(logits_in=logits_in, logits_out=logits_out)
     assert float(out) == 0.0
     assert float(ref.balanced_energy(logits_in.numpy(), logits_out.numpy(), prior, gamma=1.0)) == 0
 
@@ -324,7 +356,9 @@ def test_balanced_energy_gradcheck() -> None:
     reg = BalancedEnergyLoss(
         PRIOR, weight=1.0, margin_in=-8.0, margin_out=-2.0, alpha=4.0, gamma=0.75, gamma_weight=2.0
     )
-    assert torch.autograd.gradcheck(lambda a, b: reg(a, b), (logits_in, logits_out))
+    assert torch.autograd.gradcheck(
+        lambda a, b: reg(logits_in=a, logits_out=b), (logits_in, logits_out)
+    )
 
 
 def test_balanced_energy_influence_is_not_detached() -> None:
@@ -353,7 +387,7 @@ def test_balanced_energy_defaults_and_errors() -> None:
     assert "class_prior=tensor([1., 1., 1.]" in repr(reg)
     assert "gamma=0.05" in repr(reg)
     with pytest.raises(ValueError, match=r"C = len\(class_prior\) = 3 classes, got 5"):
-        reg(torch.zeros(2, C), torch.zeros(2, C))
+        reg(logits_in=torch.zeros(2, C), logits_out=torch.zeros(2, C))
     for bad in ([], [0.0, 0.0], [0.5, -0.1], np.ones((1, 2)), [math.nan, 1.0]):
         with pytest.raises(ValueError, match=r"`class_prior` to be a non-empty 1-D vector"):
             BalancedEnergyLoss(bad)
@@ -371,7 +405,7 @@ def test_balanced_energy_prior_moves_with_the_module() -> None:
     reg = BalancedEnergyLoss(torch.tensor([0.7, 0.3]))
     assert "class_prior" in reg.state_dict()
     logits = torch.randn(3, 2, dtype=torch.float32)
-    assert reg.to(torch.float32)(logits, logits).dtype == torch.float32
+    assert reg.to(torch.float32)(logits_in=logits, logits_out=logits).dtype == torch.float32
 
 
 # --------------------------------------------------------------------------- class prior

@@ -25,13 +25,13 @@ def test_matches_reference(seed, weight):
     h = features(32, seed=seed)
     loss = SparsityLoss() if weight is None else SparsityLoss(weight=weight)
     expected = ref.sparsity(h.numpy(), 0.02 if weight is None else weight)
-    assert loss(h).item() == pytest.approx(expected, rel=1e-12)
+    assert loss(features_in=h).item() == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_extreme_features(dtype):
     h = torch.tensor([[1e30, -1e30, 0.0], [1e-30, -1e-30, 5.0], [0.0, 0.0, 0.0]], dtype=dtype)
-    got = SparsityLoss(weight=1.0)(h)
+    got = SparsityLoss(weight=1.0)(features_in=h)
     assert got.dtype == dtype
     assert got.item() == pytest.approx(ref.sparsity(h.double().numpy(), 1.0), rel=1e-6)
 
@@ -39,7 +39,7 @@ def test_extreme_features(dtype):
 def test_sroe_mean_runs_over_id_and_outlier_rows_together():
     """tune.py's train_oe: one forward of cat(in, out); the L1 mean covers all N + M rows."""
     h_in, h_out = features(6, seed=1), features(18, seed=2) * 3
-    got = SparsityLoss(weight=1.0)(h_in, h_out)
+    got = SparsityLoss(weight=1.0)(features_in=h_in, features_out=h_out)
     expected = ref.sparsity(torch.cat([h_in, h_out]).numpy(), 1.0)
     assert got.item() == pytest.approx(expected, rel=1e-12)
     mean_of_means = (ref.sparsity(h_in.numpy(), 1.0) + ref.sparsity(h_out.numpy(), 1.0)) / 2
@@ -48,25 +48,27 @@ def test_sroe_mean_runs_over_id_and_outlier_rows_together():
 
 def test_batch_of_one():
     h = features(1, seed=4)
-    assert SparsityLoss()(h).item() == pytest.approx(ref.sparsity(h.numpy(), 0.02), rel=1e-12)
+    assert SparsityLoss()(features_in=h).item() == pytest.approx(
+        ref.sparsity(h.numpy(), 0.02), rel=1e-12
+    )
 
 
 def test_gradcheck():
     h_in = features(4, 5, seed=5).requires_grad_(True)
     h_out = features(3, 5, seed=6).requires_grad_(True)
     loss = SparsityLoss(weight=0.3)
-    assert torch.autograd.gradcheck(lambda a: loss(a), (h_in,))
-    assert torch.autograd.gradcheck(lambda a, b: loss(a, b), (h_in, h_out))
+    assert torch.autograd.gradcheck(lambda a: loss(features_in=a), (h_in,))
+    assert torch.autograd.gradcheck(lambda a, b: loss(features_in=a, features_out=b), (h_in, h_out))
 
 
 def test_gradient_is_weighted_sign_over_rows():
     h = features(4, 3, seed=7).requires_grad_(True)
-    SparsityLoss(weight=0.02)(h).backward()
+    SparsityLoss(weight=0.02)(features_in=h).backward()
     torch.testing.assert_close(h.grad, 0.02 * torch.sign(h.detach()) / 4)
 
 
 def test_zero_weight_is_allowed_and_negative_is_not():
-    assert SparsityLoss(weight=0.0)(features(3)).item() == 0.0
+    assert SparsityLoss(weight=0.0)(features_in=features(3)).item() == 0.0
     for bad in (-0.02, math.nan, math.inf, True, "0.02"):
         with pytest.raises(ValueError, match=r"`weight` to be a finite number >= 0"):
             SparsityLoss(weight=bad)  # type: ignore[arg-type]
@@ -76,28 +78,28 @@ def test_bad_inputs():
     loss = SparsityLoss()
     h = features(4)
     with pytest.raises(ValueError, match=r"`features_in` to have at least 1 row"):
-        loss(h[:0])
+        loss(features_in=h[:0])
     with pytest.raises(ValueError, match=r"`features_out` to have at least 1 row"):
-        loss(h, h[:0])
+        loss(features_in=h, features_out=h[:0])
     with pytest.raises(ValueError, match=r"`features_in` to be 2-D of shape \(N, D\), got 4-D"):
-        loss(h.reshape(4, 4, 2, 2))
-    with pytest.raises(ValueError, match=r"feature size of `features_in` \(D = 16\)"):
-        loss(h, features(4, 8))
+        loss(features_in=h.reshape(4, 4, 2, 2))
+    with pytest.raises(ValueError, match=r"as many features as `features_in` \(D = 16\)"):
+        loss(features_in=h, features_out=features(4, 8))
     bad = h.clone()
     bad[3, 0] = math.inf
     with pytest.raises(ValueError, match=r"`features_in` to be finite.*inf.*row 3"):
-        loss(bad)
+        loss(features_in=bad)
     with pytest.raises(TypeError, match=r"`features_in` to be a floating-point tensor"):
-        loss(h.long())
+        loss(features_in=h.long())
     with pytest.raises(TypeError, match=r"`features_in` to be a torch.Tensor"):
-        loss(h.tolist())  # type: ignore[arg-type]
+        loss(features_in=h.tolist())  # type: ignore[arg-type]
 
 
 def test_registry_and_defaults():
     loss = get_regularizer("sparsity")
     assert isinstance(loss, SparsityLoss)
-    assert loss.get_params() == {"weight": 0.02}  # tune.py --alpha
-    assert "SparsityLoss(weight=0.02)" in repr(loss)
+    assert loss.get_params() == {"weight": 0.02, "validate_args": True}  # tune.py --alpha
+    assert "SparsityLoss(weight=0.02, validate_args=True)" in repr(loss)
     assert "SparsityLoss" in oodscore.__all__
 
 
@@ -111,7 +113,9 @@ def test_sroe_recipe_matches_tune_py():
     oe = get_regularizer("outlier_exposure", weight=0.5)
     available = {"logits_in": z_in, "logits_out": z_out}
     wanted = inspect.signature(oe.forward).parameters
-    total = SparsityLoss()(h_in, h_out) + oe(**{k: v for k, v in available.items() if k in wanted})
+    total = SparsityLoss()(features_in=h_in, features_out=h_out) + oe(
+        **{k: v for k, v in available.items() if k in wanted}
+    )
     z = z_out.numpy()
     top = z.max(1)
     logsumexp = top + np.log(np.exp(z - top[:, None]).sum(1))
@@ -122,7 +126,7 @@ def test_sroe_recipe_matches_tune_py():
 
 def test_half_precision_is_summed_in_float32():
     h = (features(50, 64, seed=12) * 100).half()
-    got = SparsityLoss(weight=1.0)(h, h[:3].bfloat16())
+    got = SparsityLoss(weight=1.0)(features_in=h, features_out=h[:3].bfloat16())
     assert got.dtype == torch.float32
     both = torch.cat([h.double(), h[:3].bfloat16().double()])
     assert got.item() == pytest.approx(ref.sparsity(both.numpy(), 1.0), rel=1e-5)

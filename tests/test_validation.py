@@ -105,8 +105,8 @@ def test_wrong_type_or_dtype(logits, match):
         (lambda: Energy(temperature=True), r"got True"),
         (lambda: JointEnergy(top_k=0), r"`top_k` to be an integer >= 1, got 0"),
         (lambda: JointEnergy(top_k=2.5), r"`top_k` to be an integer >= 1, got 2.5"),
-        (lambda: GEN(gamma=1.5), r"`gamma` to be in \(0, 1\), got 1.5"),
-        (lambda: GEN(gamma=0), r"`gamma` to be a finite number > 0, got 0"),
+        (lambda: GEN(gamma=1.5), r"`gamma` to be a finite number in \(0, 1\), got 1.5"),
+        (lambda: GEN(gamma=0), r"`gamma` to be a finite number in \(0, 1\), got 0"),
         (lambda: GEN(top_m=0), r"`top_m` to be an integer >= 1, got 0"),
     ],
 )

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from oodscore._arrays import compute_dtype, promote
+from oodscore._params import HasParams
 from oodscore._registry import Registry
-from oodscore._validation import check_finite, check_float_matrix
+from oodscore._validation import check_finite, check_float_matrix, check_same_width
 
 REGULARIZERS: Registry[Regularizer] = Registry("regularizer")
 
 
-class Regularizer(nn.Module, ABC):
+class Regularizer(HasParams, nn.Module, ABC):
     """Base class of train-time OOD losses: ``loss = task_loss + regularizer(...)``.
 
-    ``forward`` returns the **weighted** term as a scalar tensor. In-distribution and
-    auxiliary-outlier batches are separate arguments (never sentinel labels); everything a
-    method needs (logits, features, targets, the epoch of a schedule) is an explicit
-    argument. Hyper-parameters are keyword-only constructor arguments stored under the same
-    names, with the official code's values as defaults; ``weight`` scales the whole term.
-    Data a method needs (e.g. the class prior of balanced energy) comes first, positionally.
+    ``forward`` returns the **weighted** term as a scalar tensor. Its data arguments are
+    keyword-only and named from one vocabulary: ``logits_in``, ``logits_out``,
+    ``features_in``, ``features_out``, ``targets``, ``epoch`` (and ``mask_in``/``mask_out``
+    for the dense form of the energy losses); ID and auxiliary-outlier batches are never
+    mixed with sentinel labels. Hyper-parameters are keyword-only constructor arguments
+    stored under the same names, with the official code's values as defaults; ``weight``
+    scales the whole term. Data a method needs (e.g. a class prior) comes first, positionally.
+
+    Args:
+        validate_args: Check the inputs' values (NaN/±inf, overlapping masks) on every call.
+            These checks read the data back to the host, a device synchronization per
+            training step on a GPU; ``False`` skips them (shapes and dtypes, which cost
+            nothing, are always checked).
 
     Attributes:
         name: The registry name (set by `register_regularizer`).
@@ -36,19 +44,19 @@ class Regularizer(nn.Module, ABC):
     name: ClassVar[str] = ""
     weight_names: ClassVar[tuple[str, ...]] = ("weight",)
 
+    def __init__(self, *, validate_args: bool = True) -> None:
+        super().__init__()
+        if not isinstance(validate_args, bool):
+            raise TypeError(f"Expected `validate_args` to be a bool, got {validate_args!r}.")
+        self.validate_args = validate_args
+
     @abstractmethod
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         """The weighted regularization term, a scalar tensor."""
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor's keyword arguments and their current values."""
-        params = inspect.signature(type(self).__init__).parameters.values()
-        named = (p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        return {name: getattr(self, name) for name in named if name != "self"}
-
     def extra_repr(self) -> str:
         """Hyper-parameters, shown by ``repr``."""
-        return ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return self.params_repr()
 
 
 def register_regularizer(name: str) -> Any:
@@ -71,34 +79,34 @@ def list_regularizers(pattern: str = "*") -> list[str]:
     return REGULARIZERS.names(pattern)
 
 
-def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16/bfloat16 run in float32 (their exp and sums lose too much); others keep theirs."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+def check_pair(
+    first: object,
+    second: object,
+    names: tuple[str, str],
+    *,
+    columns: str = "C",
+    finite: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Check two floating (N, ``columns``) and (M, ``columns``) batches of one training step.
 
-
-def check_logits_pair(logits_in: object, logits_out: object) -> tuple[Tensor, Tensor]:
-    """Check ID and outlier logits of one training step; return both in one compute dtype.
-
-    Both must be finite floating (N, C) and (M, C) tensors with N, M >= 1 and the same C.
-    float16/bfloat16 are computed in float32; mixed dtypes are promoted.
+    Both must be finite (when ``finite``) floating tensors with N, M >= 1 and the same
+    number of columns; returned in one compute dtype (mixed dtypes promoted, float16 and
+    bfloat16 computed in float32).
 
     Raises:
         TypeError: If an input is not a floating-point torch tensor.
-        ValueError: If a batch is empty, not 2-D, not finite, or the class counts differ.
+        ValueError: If a batch is empty, not 2-D, not finite, or the column counts differ.
     """
-    rows_in = check_float_matrix(logits_in, "logits_in", columns="C")
-    rows_out = check_float_matrix(logits_out, "logits_out", columns="C")
-    if rows_in.shape[1] != rows_out.shape[1]:
-        raise ValueError(
-            f"Expected `logits_out` to have as many classes as `logits_in` "
-            f"(C = {rows_in.shape[1]}), got shape {tuple(rows_out.shape)}."
-        )
-    dtype = _loss_dtype(torch.promote_types(rows_in.dtype, rows_out.dtype))
+    rows_in = check_float_matrix(first, names[0], columns=columns, finite=finite)
+    rows_out = check_float_matrix(second, names[1], columns=columns, finite=finite)
+    what = "classes" if columns == "C" else "features"
+    check_same_width(rows_in, rows_out, names, what=what, symbol=columns)
+    dtype = compute_dtype(torch.promote_types(rows_in.dtype, rows_out.dtype), from_numpy=False)
     return rows_in.to(dtype), rows_out.to(dtype)
 
 
 def dense_logits_rows(
-    logits: object, mask_out: object, mask_in: object | None = None
+    logits: object, mask_out: object, mask_in: object | None = None, *, finite: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Split dense (N, C, *spatial) logits into ID rows and outlier rows (P, C) by masks.
 
@@ -110,6 +118,7 @@ def dense_logits_rows(
         logits: Floating (N, C, *spatial) logits, C >= 1, finite.
         mask_out: Boolean (N, *spatial) mask of outlier pixels.
         mask_in: Boolean (N, *spatial) mask of ID pixels, disjoint from ``mask_out``.
+        finite: Check the values: finite logits and disjoint masks (a host sync).
 
     Raises:
         TypeError: If ``logits`` is not floating or a mask is not a boolean tensor.
@@ -143,11 +152,13 @@ def dense_logits_rows(
     if mask_in is None:
         mask_in = ~mask_out
     assert isinstance(mask_in, Tensor)
-    overlap = int((mask_in & mask_out).sum())
-    if overlap:
-        raise ValueError(
-            f"Expected `mask_in` and `mask_out` to be disjoint, but {overlap} pixel(s) are in both."
-        )
-    check_finite(logits, "logits_in")
-    rows = logits.to(_loss_dtype(logits.dtype)).movedim(1, -1)
+    if finite:
+        overlap = int((mask_in & mask_out).sum())
+        if overlap:
+            raise ValueError(
+                f"Expected `mask_in` and `mask_out` to be disjoint, but {overlap} pixel(s) are "
+                "in both."
+            )
+        check_finite(logits, "logits_in")
+    rows = promote(logits).movedim(1, -1)
     return rows[mask_in], rows[mask_out]

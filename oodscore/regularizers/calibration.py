@@ -8,7 +8,7 @@ import torch
 
 from oodscore._arrays import as_tensor
 from oodscore._validation import check_float_matrix, check_non_negative, check_positive
-from oodscore.regularizers.energy import free_energy
+from oodscore.functional.energy import free_energy
 
 
 class EnergyMargins(NamedTuple):
@@ -60,7 +60,7 @@ def calibrate_margins(
             does not separate them, so no margins in the required order exist).
         TypeError: If an input is neither a tensor nor an array of real numbers.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore import EnergyMarginLoss, calibrate_margins
         >>> margins = calibrate_margins(torch.tensor([[9.0, 1.0], [7.0, 0.0]]),

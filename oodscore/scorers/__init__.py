@@ -1,5 +1,14 @@
-"""Post-hoc OOD scores: each a pure function (math on a checked tensor) and a thin class."""
+"""Post-hoc OOD scores: thin classes over `oodscore.functional`, and their registry."""
 
+from oodscore.functional import (
+    energy_score,
+    entropy_score,
+    gen_score,
+    joint_energy_score,
+    max_logit_score,
+    mos_score,
+    msp_score,
+)
 from oodscore.scorers.base import (
     NotFittedError,
     Scorer,
@@ -8,10 +17,10 @@ from oodscore.scorers.base import (
     register_scorer,
     unregister_scorer,
 )
-from oodscore.scorers.energy import Energy, JointEnergy, energy_score, joint_energy_score
-from oodscore.scorers.logit import MaxLogit, max_logit_score
-from oodscore.scorers.mos import MOS, mos_score
-from oodscore.scorers.softmax import GEN, MSP, Entropy, entropy_score, gen_score, msp_score
+from oodscore.scorers.energy import Energy, JointEnergy
+from oodscore.scorers.logit import MaxLogit
+from oodscore.scorers.mos import MOS
+from oodscore.scorers.softmax import GEN, MSP, Entropy
 
 __all__ = [
     "GEN",

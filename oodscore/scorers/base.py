@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
 from torch import Tensor
 
 from oodscore._arrays import ArrayT, as_tensor, map_rows
+from oodscore._params import HasParams
 from oodscore._registry import Registry
 from oodscore._validation import check_logits
 
@@ -21,7 +21,7 @@ class NotFittedError(RuntimeError):
     """Raised when a scorer that needs statistics is used before ``fit``."""
 
 
-class Scorer(ABC):
+class Scorer(HasParams, ABC):
     r"""Base class of post-hoc OOD scores: ``scorer(logits) -> scores`` of shape ``(N,)``.
 
     **Higher score = more in-distribution**, for every scorer.
@@ -60,7 +60,7 @@ class Scorer(ABC):
     def score(self, logits: Tensor) -> Tensor:
         """The formula: scores of shape (N,) for a checked floating tensor of shape (N, C)."""
 
-    def check_input(self, logits: Tensor) -> None:  # noqa: B027 (optional hook, not abstract)
+    def check_input(self, logits: Tensor) -> None:
         """Checks that depend on the hyper-parameters (e.g. ``top_k <= C``); none by default."""
 
     def _check_fitted(self) -> None:
@@ -71,21 +71,14 @@ class Scorer(ABC):
                 f"data before scoring."
             )
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor's keyword arguments and their current values."""
-        params = inspect.signature(type(self).__init__).parameters.values()
-        named = (p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        return {name: getattr(self, name) for name in named if name != "self"}
-
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__}({self.params_repr()})"
 
 
 def register_scorer(name: str) -> Any:
     """Class decorator that registers a `Scorer` subclass under ``name``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore import Scorer, get_scorer, register_scorer, unregister_scorer
         >>> @register_scorer("doc_min_logit")
@@ -110,7 +103,7 @@ def unregister_scorer(name: str) -> None:
 def get_scorer(name: str, **params: Any) -> Scorer:
     """An instance of the scorer registered under ``name``, built with ``params``.
 
-    Example:
+    Examples:
         >>> from oodscore import get_scorer
         >>> get_scorer("energy", temperature=2.0)
         Energy(temperature=2.0)
@@ -121,7 +114,7 @@ def get_scorer(name: str, **params: Any) -> Scorer:
 def list_scorers(pattern: str = "*") -> list[str]:
     """Sorted names of the registered scorers that match the fnmatch ``pattern``.
 
-    Example:
+    Examples:
         >>> from oodscore import list_scorers
         >>> list_scorers("*energy")
         ['energy', 'joint_energy']

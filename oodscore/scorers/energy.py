@@ -2,51 +2,31 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from oodscore._validation import check_int, check_positive
+from oodscore.functional.energy import energy_score, joint_energy_score
 from oodscore.scorers.base import Scorer, register_scorer
-
-
-def energy_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    r"""Negative free energy $T \cdot \operatorname{logsumexp}_c(f_c / T)$."""
-    if temperature == 1.0:
-        return torch.logsumexp(logits, dim=1)
-    return temperature * torch.logsumexp(logits / temperature, dim=1)
-
-
-def joint_energy_score(logits: Tensor, top_k: int | None = None) -> Tensor:
-    r"""JointEnergy $\sum_c \log(1 + e^{f_c})$, over the ``top_k`` largest terms if given.
-
-    Uses ``softplus``, exact for logits of any size (``log(1 + exp(x))`` overflows in float32
-    above x ≈ 88). Softplus is increasing, so the k largest terms are those of the k largest
-    logits.
-    """
-    if top_k is not None and top_k < logits.shape[1]:
-        logits = torch.topk(logits, top_k, dim=1, sorted=False).values
-    return F.softplus(logits).sum(dim=1)
 
 
 @register_scorer("energy")
 class Energy(Scorer):
-    r"""Energy score (Liu, Wang, Owens & Li, NeurIPS 2020), the negative free energy.
+    r"""Energy score, the negative free energy of a softmax classifier.
 
     $$ S(x) = -E(x; f) = T \cdot \log \sum_c e^{f_c(x)/T} $$
 
-    Official code ``wetliu/energy_ood`` (``CIFAR/test.py``: ``T * logsumexp(output / T)``),
-    default T = 1 as there. Always at least the maximum logit, and at most
-    ``max logit + T log C``.
+    Always at least the maximum logit and at most ``max logit + T log C``.
 
     Args:
-        temperature: $T > 0$.
+        temperature: $T > 0$ (default 1, as the official test script).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore import Energy
         >>> Energy()(torch.tensor([[0.0, 0.0], [1e4, -1e4]]))
         tensor([6.9315e-01, 1.0000e+04])
+
+    Source: Liu, Wang, Owens & Li, NeurIPS 2020; ``wetliu/energy_ood``.
     """
 
     def __init__(self, *, temperature: float = 1.0) -> None:
@@ -59,29 +39,27 @@ class Energy(Scorer):
 
 @register_scorer("joint_energy")
 class JointEnergy(Scorer):
-    r"""JointEnergy for multi-label classifiers (Wang, Liu, Bocchieri & Li, NeurIPS 2021).
+    r"""JointEnergy of a multi-label (sigmoid) classifier: the sum of the labels' energies.
 
     $$ S(x) = \sum_{c=1}^{C} \log\left(1 + e^{f_c(x)}\right) $$
 
-    the sum over labels of the negative free energy of each label's binary (sigmoid)
-    classifier: an input that fires several labels confidently scores high. ``logits`` are
-    the per-label logits of a model trained with binary cross-entropy. Official code
-    ``deeplearning-wisc/multi-label-ood`` (``lib.py``, ``ood == "F"``): ``method="sum"`` is
-    the default here; ``top_k=1`` is its ``method="max"`` variant, and ``top_k=k`` sums the k
-    largest label energies. No temperature, as in the paper. SNoJoE (Mei et al., 2025)
-    scores with this after training with `oodscore.spectral_normalize`.
+    An input that fires several labels confidently scores high. ``top_k=1`` is the official
+    code's ``max`` variant; ``top_k=k`` sums the k largest label energies. SNoJoE scores
+    with this after training with `oodscore.spectral_normalize`.
 
     Args:
-        top_k: Sum only the k largest per-label terms (``1 <= k``; ``k >= C`` sums all);
-            ``None`` sums every label.
+        top_k: Sum only the k largest per-label terms (``1 <= k <= C``); ``None`` sums
+            every label.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore import JointEnergy
         >>> JointEnergy()(torch.tensor([[0.0, 0.0], [3.0, -20.0]]))
         tensor([1.3863, 3.0486])
         >>> JointEnergy(top_k=1)(torch.tensor([[3.0, 1.0]]))
         tensor([3.0486])
+
+    Source: Wang, Liu, Bocchieri & Li, NeurIPS 2021; ``deeplearning-wisc/multi-label-ood``.
     """
 
     def __init__(self, *, top_k: int | None = None) -> None:

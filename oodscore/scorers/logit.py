@@ -4,31 +4,24 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from oodscore.functional.logit import max_logit_score
 from oodscore.scorers.base import Scorer, register_scorer
-
-
-def max_logit_score(logits: Tensor) -> Tensor:
-    r"""The largest logit $\max_c f_c$."""
-    return logits.amax(dim=1)
 
 
 @register_scorer("max_logit")
 class MaxLogit(Scorer):
-    r"""Maximum logit (Hendrycks et al., ICML 2022).
-
-    From "Scaling out-of-distribution detection for real-world settings".
+    r"""Maximum logit: keeps the logits' scale, which MSP normalizes away.
 
     $$ S(x) = \max_c f_c(x) $$
 
-    Unlike MSP it keeps the scale of the logits, which separates OOD inputs better when
-    there are many classes. Also the "MaxLogit" baseline of the JointEnergy paper's table
-    (``deeplearning-wisc/multi-label-ood``, ``lib.py``, ``ood == "logit"``, ``method == "max"``).
-
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore import MaxLogit
         >>> MaxLogit()(torch.tensor([[1.0, 5.0, -2.0]]))
         tensor([5.])
+
+    Source: Hendrycks et al., ICML 2022, "Scaling out-of-distribution detection for
+    real-world settings".
     """
 
     def score(self, logits: Tensor) -> Tensor:

@@ -4,49 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
+from oodscore.functional.group_softmax import mos_score
 from oodscore.groups import GroupSpec, as_group_spec
-from oodscore.nn.group_softmax import group_others_log_probability
 from oodscore.scorers.base import Scorer, register_scorer
-
-
-def mos_score(logits: Tensor, groups: GroupSpec, *, log_scale: bool = False) -> Tensor:
-    r"""MOS score $-\min_k p_k(\text{others} \mid x)$ of group-softmax logits (N, C + K).
-
-    With ``log_scale=True``: $-\min_k \log p_k(\text{others} \mid x)$, the same ranking.
-    """
-    lowest = group_others_log_probability(logits, groups).min(dim=1).values
-    return -lowest if log_scale else -torch.exp(lowest)
 
 
 @register_scorer("mos")
 class MOS(Scorer):
-    r"""Minimum Others Score (Huang & Li, CVPR 2021) of a `oodscore.GroupSoftmax` head.
+    r"""Minimum Others Score of a `oodscore.GroupSoftmax` head.
 
     $$ S(x) = -\min_{k=1..K} p_k(\text{others} \mid x), \qquad
        p_k = \operatorname{softmax}\left(f_{k,0}(x), f_{k,1}(x), \dots, f_{k,n_k}(x)\right) $$
 
     An in-distribution input belongs to some group, whose "others" probability is low; an
-    OOD input looks like "others" to every group. The score lies in $[-1, 0)$, higher = more
-    in-distribution. Official code ``deeplearning-wisc/large_scale_ood``, ``test_mos.py``
-    (``cal_ood_score``: the maximum over groups of $-p_k(\text{others})$).
-
-    ``log_scale=True`` returns $-\min_k \log p_k(\text{others} \mid x) \ge 0$ instead: a
-    monotone transform, so the ranking (AUROC, FPR95) is the paper's, but confident inputs
-    no longer collapse onto the same value where $p$ rounds to 0 or 1 (in float32, beyond
-    about $e^{-87}$ and $1 - 6 \cdot 10^{-8}$), which would create ties.
-
-    ``logits`` are the C + K outputs of a head with the layout of ``groups`` (the same spec
-    as the head's: ``MOS(groups=head.groups)``).
+    OOD input looks like "others" to every group. Scores lie in $[-1, 0)$. ``logits`` are the
+    C + K outputs of a head with the layout of ``groups`` (``MOS(groups=head.groups)``).
 
     Args:
         groups: A `oodscore.GroupSpec`, a sequence of group sizes (consecutive
             classes), or a sequence of per-group class ids.
-        log_scale: Score with $\log p$ instead of $p$ (same ranking, no underflow ties).
+        log_scale: Score with $-\min_k \log p_k(\text{others} \mid x)$ instead: the same
+            ranking, without the ties of $p$ rounding to 0 or 1 on confident inputs.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore import MOS
         >>> scorer = MOS(groups=[2, 1])  # 3 classes in 2 groups -> 5 logits
@@ -58,6 +40,8 @@ class MOS(Scorer):
         tensor([-3.3333e-01, -4.5094e-05])
         >>> MOS(groups=[2, 1], log_scale=True)(logits)  # -log of the same minimum
         tensor([ 1.0986, 10.0068])
+
+    Source: Huang & Li, CVPR 2021; ``deeplearning-wisc/large_scale_ood``.
     """
 
     def __init__(

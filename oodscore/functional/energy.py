@@ -1,0 +1,31 @@
+r"""Energies of softmax and multi-label (sigmoid) classifiers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+
+def energy_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    r"""Negative free energy $T \cdot \operatorname{logsumexp}_c(f_c / T)$ of (N, C) logits."""
+    if temperature == 1.0:
+        return torch.logsumexp(logits, dim=1)
+    return temperature * torch.logsumexp(logits / temperature, dim=1)
+
+
+def free_energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    r"""Free energy $E(x) = -T \cdot \operatorname{logsumexp}_c(f_c/T)$: minus `energy_score`."""
+    return -energy_score(logits, temperature)
+
+
+def joint_energy_score(logits: Tensor, top_k: int | None = None) -> Tensor:
+    r"""JointEnergy $\sum_c \log(1 + e^{f_c})$, over the ``top_k`` largest terms if given.
+
+    Uses ``softplus``, exact for logits of any size (``log(1 + exp(x))`` overflows in float32
+    above x ≈ 88). Softplus is increasing, so the k largest terms are those of the k largest
+    logits.
+    """
+    if top_k is not None and top_k < logits.shape[1]:
+        logits = torch.topk(logits, top_k, dim=1, sorted=False).values
+    return F.softplus(logits).sum(dim=1)
