@@ -7,8 +7,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from oodscore import GroupSoftmax, GroupSpec, attach_group_softmax
-from oodscore.functional import group_softmax as group_softmax_module
 from oodscore.functional import group_log_softmax
+from oodscore.functional import group_softmax as group_softmax_module
 from tests.reference import mos as ref
 
 # Groupings covering: equal sizes (reshape path), unequal sizes (padded gather path),
