@@ -7,8 +7,9 @@ from typing import NamedTuple
 import torch
 
 from oodscore._arrays import as_tensor
-from oodscore._validation import check_float_matrix, check_non_negative, check_positive
+from oodscore._validation import check_non_negative, check_positive
 from oodscore.functional.energy import free_energy
+from oodscore.regularizers.base import check_pair
 
 
 class EnergyMargins(NamedTuple):
@@ -73,15 +74,11 @@ def calibrate_margins(
     """
     temperature = check_positive(temperature, "temperature")
     widen = check_non_negative(widen, "widen")
-    tensor_in, _ = as_tensor(logits_in, "logits_in")
-    tensor_out, _ = as_tensor(logits_out, "logits_out")
-    check_float_matrix(tensor_in, "logits_in", columns="C")
-    check_float_matrix(tensor_out, "logits_out", columns="C")
-    if tensor_in.shape[1] != tensor_out.shape[1]:
-        raise ValueError(
-            f"Expected `logits_out` to have as many classes as `logits_in` "
-            f"(C = {tensor_in.shape[1]}), got shape {tuple(tensor_out.shape)}."
-        )
+    tensor_in, tensor_out = check_pair(
+        as_tensor(logits_in, "logits_in")[0],
+        as_tensor(logits_out, "logits_out")[0],
+        ("logits_in", "logits_out"),
+    )
     with torch.no_grad():
         mean_in = float(free_energy(tensor_in.double(), temperature).mean())
         mean_out = float(free_energy(tensor_out.double(), temperature).mean())
