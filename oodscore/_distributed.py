@@ -1,6 +1,9 @@
 """Small ``torch.distributed`` helpers: is a group running, gather ragged tensors, all-reduce.
 
-All helpers are collectives when a process group is initialized with more than one rank:
+`gather_samples` also puts back in dataset order the shards a ``DistributedSampler`` dealt.
+
+The gathering and reducing helpers are collectives when a process group is initialized
+with more than one rank:
 every rank must call them in the same order. Without an initialized group (or with one
 rank) they return their input unchanged, so code written with them runs the same on one
 process. Nothing is pickled: tensors travel with ``all_gather`` / ``all_reduce`` only.
@@ -11,7 +14,8 @@ device otherwise) and come back on the device they were given on.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -32,6 +36,11 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def rank() -> int:
+    """Rank of this process in the default group, 0 without an initialized group."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def _wire_device(tensor: Tensor) -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -44,7 +53,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp = "sum") -> Tensor:
     Returns a new tensor (the input is left unchanged) on the input's device; every rank
     must pass a tensor of the same shape and dtype.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore._distributed import all_reduce
         >>> all_reduce(torch.tensor([1, 2]))  # one process: the input itself
@@ -72,7 +81,7 @@ def gather_variable(tensor: Tensor) -> list[Tensor]:
     Returns:
         One tensor per rank, on the input's device; ``[tensor]`` without a group.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore._distributed import gather_variable
         >>> gather_variable(torch.arange(3))
@@ -96,7 +105,7 @@ def gather_variable(tensor: Tensor) -> list[Tensor]:
 def gather_cat(tensor: Tensor) -> Tensor:
     """Concatenate along the first dimension the tensors of all ranks, in rank order.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore._distributed import gather_cat
         >>> gather_cat(torch.tensor([1.0, 2.0]))
@@ -104,3 +113,35 @@ def gather_cat(tensor: Tensor) -> Tensor:
     """
     parts = gather_variable(tensor)
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def gather_samples(local: Tensor, loader: Iterable[Any]) -> Tensor:
+    """The rows of ``local`` from every rank, in sample order when a DistributedSampler split them.
+
+    Without several ranks this is ``local``. Under ``torch.distributed``, with a
+    ``DistributedSampler`` that padded the dataset and a loader that yielded all of this
+    rank's indices, the padding rows are dropped (rank r holds the samples r, r + W,
+    r + 2W... of the padded order, whose last ``total_size - len(dataset)`` entries repeat
+    earlier ones); otherwise the ranks' rows are concatenated in rank order.
+
+    Args:
+        local: ``(n_rank, ...)`` the rows this rank computed, in the loader's order.
+        loader: The loader they came from; its ``sampler`` attribute is read, if any.
+
+    Examples:
+        >>> import torch
+        >>> from oodscore._distributed import gather_samples
+        >>> gather_samples(torch.tensor([3.0, 1.0]), [])
+        tensor([3., 1.])
+    """
+    if not is_distributed():
+        return local
+    parts = gather_variable(local)
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, torch.utils.data.DistributedSampler) and not sampler.drop_last:
+        dataset_size = len(sampler.dataset)  # type: ignore[arg-type]
+        per_rank = sampler.num_samples
+        if len(parts) == sampler.num_replicas and all(len(p) == per_rank for p in parts):
+            interleaved = torch.stack(parts, dim=1).reshape(-1, *local.shape[1:])
+            return interleaved[:dataset_size]
+    return torch.cat(parts)

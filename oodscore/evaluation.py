@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from oodscore._arrays import as_tensor, to_torch
-from oodscore._distributed import gather_variable
+from oodscore._distributed import gather_samples, rank
 from oodscore._validation import check_logits
-from oodscore.metrics import FprRule, aupr_in
+from oodscore.metrics import FprRule
+from oodscore.metrics.classification import (
+    as_logits,
+    check_targets,
+    id_task_metrics,
+    mean_average_precision,
+)
+from oodscore.nn._modules import eval_mode
 from oodscore.report import MEAN, Report
 from oodscore.scorers.base import Scorer, get_scorer
 
@@ -39,7 +43,7 @@ def resolve_scorers(scorers: Scorers) -> dict[str, Scorer]:
             not read logits.
         TypeError: On something that is neither a name nor a `oodscore.Scorer`.
 
-    Example:
+    Examples:
         >>> from oodscore import Energy
         >>> from oodscore.evaluation import resolve_scorers
         >>> resolve_scorers(["msp", Energy()])
@@ -108,7 +112,7 @@ def evaluate_logits(
             (see `resolve_scorers`).
         id_targets: Optional ID targets: (N,) class indices give the report an ``accuracy``
             (of the arg-max prediction), (N, C) multi-hot labels a macro ``map``
-            (see `mean_average_precision`).
+            (see `oodscore.metrics.classification.mean_average_precision`).
         tpr: The TPR at which the FPR column is read (0.95: FPR95).
         rule: How the FPR column reads the ROC curve, see
             `oodscore.metrics.fpr_at_tpr`.
@@ -121,7 +125,7 @@ def evaluate_logits(
         ValueError: On NaN/inf logits, OOD logits with another number of columns, empty sets,
             or targets that fit neither form.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore import evaluate_logits
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -136,11 +140,11 @@ def evaluate_logits(
     """
     resolved = resolve_scorers(scorers)
     _check_ood_names(ood_logits, "ood_logits")
-    id_tensor = _logits(id_logits, "id_logits")
+    id_tensor = as_logits(id_logits, "id_logits")
     num_classes = id_tensor.shape[1]
     ood_tensors = {}
     for name, logits in ood_logits.items():
-        tensor = _logits(logits, f"ood_logits[{name!r}]")
+        tensor = as_logits(logits, f"ood_logits[{name!r}]")
         if tensor.shape[1] != num_classes:
             raise ValueError(
                 f"Expected `ood_logits[{name!r}]` to have C = {num_classes} columns like "
@@ -200,7 +204,7 @@ def evaluate(
     Returns:
         A `oodscore.Report` holding the metrics and the scores.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import DataLoader, TensorDataset
         >>> from oodscore import evaluate
@@ -221,20 +225,14 @@ def evaluate(
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}.")
     target_device = _model_device(model) if device is None else torch.device(device)
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            id_run = _Run(model, resolved, target_device, keep_targets=True)
-            id_run.consume(id_loader, "ID", progress)
-            ood_runs = {}
-            for name, loader in ood_loaders.items():
-                run = _Run(model, resolved, target_device, keep_targets=False)
-                run.consume(loader, name, progress)
-                ood_runs[name] = run
-    finally:
-        for module, training in modes:
-            module.training = training
+    with eval_mode(model), torch.no_grad():
+        id_run = _Run(model, resolved, target_device, keep_targets=True)
+        id_run.consume(id_loader, "ID", progress)
+        ood_runs = {}
+        for name, loader in ood_loaders.items():
+            run = _Run(model, resolved, target_device, keep_targets=False)
+            run.consume(loader, name, progress)
+            ood_runs[name] = run
     id_scores = id_run.gathered_scores(id_loader)
     ood_scores = {name: run.gathered_scores(ood_loaders[name]) for name, run in ood_runs.items()}
     id_metrics = id_run.gathered_id_metrics(id_loader)
@@ -342,7 +340,8 @@ class _Run:
     def gathered_scores(self, loader: Iterable[Any]) -> dict[str, Tensor]:
         """Every scorer's scores, from all ranks under torch.distributed."""
         return {
-            label: _gather(torch.cat(parts), loader).cpu() for label, parts in self.scores.items()
+            label: gather_samples(torch.cat(parts), loader).cpu()
+            for label, parts in self.scores.items()
         }
 
     def gathered_id_metrics(self, loader: Iterable[Any]) -> dict[str, float]:
@@ -355,116 +354,10 @@ class _Run:
         if targets.ndim == 1:
             # Gather one correctness flag per sample rather than the logits.
             correct = (kept == targets).to(torch.float32)
-            return {"accuracy": float(_gather(correct, loader).double().mean())}
-        logits = _gather(kept, loader)
-        targets = _gather(targets.to(torch.float32), loader)
+            return {"accuracy": float(gather_samples(correct, loader).double().mean())}
+        logits = gather_samples(kept, loader)
+        targets = gather_samples(targets.to(torch.float32), loader)
         return {"map": mean_average_precision(logits, targets)}
-
-
-def id_task_metrics(logits: Any, targets: Any) -> dict[str, float]:
-    """``{"accuracy": ...}`` for (N,) class indices, ``{"map": ...}`` for (N, C) multi-hot labels.
-
-    Example:
-        >>> import torch
-        >>> from oodscore.evaluation import id_task_metrics
-        >>> id_task_metrics(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]))
-        {'accuracy': 0.5}
-    """
-    tensor = _logits(logits, "logits")
-    target_tensor, _ = _targets(targets)
-    check_targets(target_tensor, tensor.shape, "id_targets")
-    if target_tensor.ndim == 1:
-        correct = tensor.argmax(dim=1) == target_tensor.to(tensor.device)
-        return {"accuracy": float(correct.double().mean())}
-    return {"map": mean_average_precision(tensor, target_tensor)}
-
-
-def check_targets(targets: Tensor, logits_shape: torch.Size, name: str) -> None:
-    """Check targets against (N, C) logits: (N,) integer classes or (N, C) 0/1 labels."""
-    n, c = logits_shape
-    if targets.ndim == 1:
-        if targets.dtype.is_floating_point or targets.dtype in (torch.bool, torch.complex64):
-            raise TypeError(
-                f"Expected `{name}` of shape (N,) to hold integer class indices, got dtype "
-                f"{targets.dtype}."
-            )
-        if len(targets) != n:
-            raise ValueError(f"Expected `{name}` to have N = {n} entries, got {len(targets)}.")
-        if n and (int(targets.min()) < 0 or int(targets.max()) >= c):
-            raise ValueError(
-                f"Expected `{name}` to be class indices in 0..{c - 1}, got values from "
-                f"{int(targets.min())} to {int(targets.max())}."
-            )
-        return
-    if targets.ndim == 2:
-        if tuple(targets.shape) != (n, c):
-            raise ValueError(
-                f"Expected multi-hot `{name}` of shape {(n, c)} like the logits, got "
-                f"{tuple(targets.shape)}."
-            )
-        if not bool(((targets == 0) | (targets == 1)).all()):
-            raise ValueError(f"Expected multi-hot `{name}` to hold only 0 and 1.")
-        return
-    raise ValueError(
-        f"Expected `{name}` to be (N,) class indices or (N, C) multi-hot labels, got shape "
-        f"{tuple(targets.shape)}."
-    )
-
-
-def mean_average_precision(scores: Any, targets: Any) -> float:
-    r"""Macro mean average precision of multi-label scores, as scikit-learn computes it.
-
-    $$ \text{mAP} = \frac{1}{C} \sum_{c=1}^{C} \text{AP}_c, \qquad
-       \text{AP}_c = \sum_k (R_k - R_{k-1}) P_k $$
-
-    the step-wise (not interpolated) average precision of label c, ranking the samples by
-    their logit (or any increasing function of it) for that label; the same number as
-    ``sklearn.metrics.average_precision_score(targets, scores, average="macro")``. As there,
-    a label with no positive sample counts with AP = 0 (a warning names it) and a label
-    with no negative sample with AP = 1. AP per label comes from
-    `oodscore.metrics.aupr_in` (positives as the ID side).
-
-    Args:
-        scores: (N, C) scores, higher = label more likely (logits are best: a sigmoid in
-            float32 ties confident samples and changes the ranking).
-        targets: (N, C) multi-hot labels of 0 and 1.
-
-    Example:
-        >>> import numpy as np
-        >>> from oodscore.evaluation import mean_average_precision
-        >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
-        >>> s = np.array([[2.0, 0.1], [0.5, 0.9], [1.0, -0.2], [1.5, 0.3]])
-        >>> round(mean_average_precision(s, y), 4)  # AP 0.8333 and 0.75
-        0.7917
-    """
-    score_tensor = _logits(scores, "scores")
-    target_tensor, _ = _targets(targets)
-    check_targets(target_tensor, score_tensor.shape, "targets")
-    if target_tensor.ndim != 2:
-        raise ValueError(
-            f"Expected multi-hot `targets` of shape (N, C), got {tuple(target_tensor.shape)}."
-        )
-    s = score_tensor.detach().cpu().double().numpy()
-    y = target_tensor.detach().cpu().numpy() == 1
-    precisions = []
-    empty = []
-    for c in range(s.shape[1]):
-        positive, negative = s[y[:, c], c], s[~y[:, c], c]
-        if len(positive) == 0:
-            empty.append(c)
-            precisions.append(0.0)
-        elif len(negative) == 0:
-            precisions.append(1.0)
-        else:
-            precisions.append(float(aupr_in(positive, negative)))
-    if empty:
-        warnings.warn(
-            f"Labels {empty} have no positive sample; they count with AP = 0 in the mAP "
-            "(as in scikit-learn).",
-            UserWarning,
-            stacklevel=2,
-        )
-    return float(np.mean(precisions))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -484,24 +377,6 @@ def _check_ood_names(sets: Mapping[str, Any], name: str) -> None:
             raise ValueError(
                 f"The OOD-set name {MEAN!r} is reserved for the report's mean rows; rename it."
             )
-
-
-def _logits(x: Any, name: str) -> Tensor:
-    tensor, _ = as_tensor(x, name)
-    check_logits(tensor, name)
-    if tensor.shape[0] == 0:
-        raise ValueError(f"Expected `{name}` to have at least one row, got shape (0, C).")
-    return tensor
-
-
-def _targets(x: Any) -> tuple[Tensor, bool]:
-    if isinstance(x, np.ndarray):
-        return to_torch(x), True
-    if isinstance(x, Tensor):
-        return x, False
-    raise TypeError(
-        f"Expected targets to be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
-    )
 
 
 def _split_batch(batch: Any, name: str, index: int) -> tuple[Tensor, Tensor | None]:
@@ -532,7 +407,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _progress(iterable: Iterable[T], name: str, show: bool) -> Iterable[T]:
     """``iterable`` wrapped in a tqdm bar when asked, installed, and on rank 0."""
-    if not show or _rank() != 0:
+    if not show or rank() != 0:
         return iterable
     try:
         from tqdm.auto import tqdm
@@ -543,30 +418,3 @@ def _progress(iterable: Iterable[T], name: str, show: bool) -> Iterable[T]:
         iterable, desc=f"oodscore {name}", total=total, leave=False, file=sys.stderr
     )
     return bar
-
-
-def _rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
-
-
-def _gather(local: Tensor, loader: Iterable[Any]) -> Tensor:
-    """The rows of ``local`` from every rank, in sample order when a DistributedSampler split them.
-
-    Outside torch.distributed this is ``local``. Under it, with a ``DistributedSampler``
-    that padded the dataset and a loader that yielded all of this rank's indices, the
-    padding rows are dropped (rank r holds the samples r, r + W, r + 2W... of the padded
-    order, whose last ``total_size - len(dataset)`` entries repeat earlier ones).
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return local
-    parts = gather_variable(local)
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, torch.utils.data.DistributedSampler) and not sampler.drop_last:
-        dataset_size = len(sampler.dataset)  # type: ignore[arg-type]
-        per_rank = sampler.num_samples
-        if len(parts) == sampler.num_replicas and all(len(p) == per_rank for p in parts):
-            interleaved = torch.stack(parts, dim=1).reshape(-1, *local.shape[1:])
-            return interleaved[:dataset_size]
-    return torch.cat(parts)

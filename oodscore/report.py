@@ -1,4 +1,4 @@
-"""`Report`: OOD metrics per (OOD set, scorer), with tables, files and plots."""
+"""`Report`: OOD metrics per (OOD set, scorer), as tables and files (plots: `oodscore.plotting`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from oodscore._arrays import check_numeric
 from oodscore.io import write_atomic
-from oodscore.metrics import FprRule, ood_metrics, roc_curve
+from oodscore.metrics import FprRule, ood_metrics
+from oodscore.plotting import report_figure, save_figure
 
 MEAN = "mean"
 """The OOD-set label of the rows that average each scorer's metrics over the OOD sets."""
@@ -54,7 +54,7 @@ class Report:
         id_scores: ``{scorer: scores of the ID samples}``, for `plot`.
         ood_scores: ``{ood_set: {scorer: scores of that set}}``, for `plot`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from oodscore import Report
         >>> report = Report.from_scores(
@@ -378,7 +378,7 @@ class Report:
         One row of panels per scorer: a histogram of the ID and OOD scores for each OOD set,
         then the ROC curves of every OOD set (ID positive, AUROC in the legend). The format
         comes from the extension of ``path`` (``.png``, ``.pdf``, ``.svg``...); the file is
-        written atomically and never over an input.
+        written atomically and never over an input. See `oodscore.plotting`.
 
         Args:
             path: Image file to write; it must not exist unless ``force``.
@@ -391,56 +391,11 @@ class Report:
             ImportError: If matplotlib is not installed (``pip install oodscore[plot]``).
             ValueError: If the report holds no scores, or the format is unknown.
         """
-        figure = self.figure(bins=bins)
-        fmt = Path(path).suffix.lower().lstrip(".")
-        supported = figure.canvas.get_supported_filetypes()
-        if fmt not in supported:
-            raise ValueError(
-                f"Cannot save a plot as {str(path)!r}: expected an extension among "
-                f"{', '.join('.' + f for f in sorted(supported))}."
-            )
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=fmt, dpi=dpi)
-        write_atomic(path, buffer.getvalue(), force=force, inputs=inputs)
+        save_figure(self.figure(bins=bins), path, force=force, inputs=inputs, dpi=dpi)
 
     def figure(self, *, bins: int = 40) -> Any:
         """The `plot` figure as a ``matplotlib.figure.Figure`` (not shown, not saved)."""
-        if not self.id_scores or not self.ood_scores:
-            raise ValueError(
-                "This report holds no scores to plot; build it with oodscore.evaluate, "
-                "oodscore.evaluate_logits or Report.from_scores."
-            )
-        try:
-            from matplotlib.figure import Figure
-        except ImportError:
-            raise ImportError(
-                "Report.plot() needs matplotlib, which is not installed; "
-                "install it with `pip install oodscore[plot]`."
-            ) from None
-        n_rows, n_cols = len(self.scorers), len(self.ood_sets) + 1
-        figure = Figure(figsize=(3.2 * n_cols, 2.6 * n_rows), layout="constrained")
-        axes = figure.subplots(n_rows, n_cols, squeeze=False)
-        for row, scorer in enumerate(self.scorers):
-            id_scores = self.id_scores[scorer]
-            roc_axis = axes[row, -1]
-            for col, ood_set in enumerate(self.ood_sets):
-                ood = self.ood_scores[ood_set][scorer]
-                axis = axes[row, col]
-                edges = np.histogram_bin_edges(np.concatenate([id_scores, ood]), bins=bins)
-                axis.hist(id_scores, bins=edges, density=True, alpha=0.55, label="ID")
-                axis.hist(ood, bins=edges, density=True, alpha=0.55, label=ood_set)
-                axis.set_title(f"{scorer}: ID vs {ood_set}", fontsize=9)
-                axis.set_xlabel("score (higher = more ID)", fontsize=8)
-                axis.legend(fontsize=7)
-                fpr, tpr, _ = roc_curve(id_scores, ood)
-                auroc = self._metrics[ood_set, scorer].get("auroc", float("nan"))
-                roc_axis.plot(fpr, tpr, label=f"{ood_set} ({auroc:.3f})")
-            roc_axis.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
-            roc_axis.set_title(f"{scorer}: ROC (ID positive)", fontsize=9)
-            roc_axis.set_xlabel("FPR (OOD accepted)", fontsize=8)
-            roc_axis.set_ylabel("TPR (ID accepted)", fontsize=8)
-            roc_axis.legend(fontsize=7, title="AUROC", title_fontsize=7)
-        return figure
+        return report_figure(self, bins=bins)
 
 
 def _as_numpy(x: Any, name: str) -> Array:

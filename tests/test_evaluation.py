@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from oodscore import Energy, JointEnergy, Report, Scorer, evaluate, evaluate_logits
-from oodscore.evaluation import id_task_metrics, mean_average_precision, resolve_scorers
+from oodscore.evaluation import resolve_scorers
+from oodscore.metrics.classification import id_task_metrics, mean_average_precision
 from tests.reference import evaluation as ref
 
 REFERENCE_SCORES = {"msp": ref.msp, "energy": ref.energy, "max_logit": ref.max_logit}

@@ -83,6 +83,26 @@ class TestGroupSpec:
         assert t["others_columns"].tolist() == [0, 2]
         assert t["padded_class_columns"].tolist() == [[1, 1, 1], [3, 4, 5]]
         assert t["class_padding"].tolist() == [[False, True, True], [False] * 3]
+        assert set(t) == {
+            "padded_columns",
+            "padding",
+            "padded_class_columns",
+            "class_padding",
+            "others_columns",
+            "group_of_class",
+            "index_of_class",
+            "class_of_position",
+        }
+
+    def test_tensors_agree_with_locate_and_columns(self) -> None:
+        spec = group_at_random(23, 5, seed=3)
+        spec = GroupSpec([list(reversed(g)) for g in spec.groups])  # not ascending inside
+        t = spec.tensors()
+        for c in range(spec.num_classes):
+            k, j = spec.locate(c)
+            assert (t["group_of_class"][c].item(), t["index_of_class"][c].item()) == (k, j)
+            assert t["class_of_position"][k, j].item() == c
+            assert t["padded_class_columns"][k, j].item() == spec.class_columns[c]
 
     @pytest.mark.parametrize(
         ("groups", "match"),

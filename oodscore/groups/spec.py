@@ -1,4 +1,4 @@
-r"""Class groups for MOS: the group specification shared by `GroupSoftmax` and `MOS`, and groupings.
+r"""The group specification of MOS: a partition of C classes into K groups, and the head's layout.
 
 A `GroupSpec` partitions the C classes of a classifier into K non-empty groups and fixes
 the official layout of the C + K logits of a group-softmax head (Huang & Li, "MOS: Towards
@@ -6,16 +6,12 @@ Scaling Out-of-distribution Detection for Large Semantic Space", CVPR 2021; offi
 ``deeplearning-wisc/large_scale_ood``, ``finetune.py: get_group_slices``): group k owns the
 contiguous slice of $n_k + 1$ columns that starts at $\sum_{j<k} (n_j + 1)$; the slice's first
 column is the group's "others" logit, followed by the group's classes in their order.
-
-The helpers build groupings three ways: from a taxonomy (`group_by_taxonomy`), by
-k-means on class vectors (`group_by_kmeans`), and at random with balanced sizes
-(`group_at_random`, the baseline the paper compares with).
+`GroupSoftmax` and `MOS` share one spec, so they cannot disagree about the layout.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
 
@@ -23,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from oodscore._arrays import check_numeric
 from oodscore._validation import check_int
+from oodscore.groups.layout import build_layout_tensors
 
-__all__ = ["GroupSpec", "group_at_random", "group_by_kmeans", "group_by_taxonomy"]
+__all__ = ["GroupSpec", "as_group_spec"]
 
 _REPR_MAX_CLASSES = 40
 """Beyond this many classes a permuted spec's repr summarizes instead of listing every class."""
@@ -63,7 +59,7 @@ class GroupSpec:
             class id of ``0 .. C-1`` exactly once (C = the total number of ids).
         TypeError: If a class id is not an integer.
 
-    Example:
+    Examples:
         >>> from oodscore import GroupSpec
         >>> spec = GroupSpec([[0, 3], [2], [1, 4]])
         >>> spec.num_groups, spec.num_classes, spec.width
@@ -144,7 +140,7 @@ class GroupSpec:
             ValueError: If a size is not an integer >= 1, or the sizes do not sum to
                 ``num_classes``.
 
-        Example:
+        Examples:
             >>> from oodscore import GroupSpec
             >>> GroupSpec.from_sizes([2, 1]).groups
             ((0, 1), (2,))
@@ -175,7 +171,7 @@ class GroupSpec:
         Raises:
             ValueError: If ``assignment`` is empty, not 1-D, or leaves a group id unused.
 
-        Example:
+        Examples:
             >>> from oodscore import GroupSpec
             >>> GroupSpec.from_assignment([1, 0, 1, 0]).groups
             ((1, 3), (0, 2))
@@ -269,43 +265,17 @@ class GroupSpec:
     def tensors(self, device: torch.device | str | None = None) -> dict[str, Tensor]:
         """Index tensors of the layout on ``device``, built once per device and cached.
 
-        Keys: ``"padded_columns"`` (K, M + 1) long, the columns of each group's slice padded
-        to the largest size M with the last column of the slice (see ``"padding"``);
-        ``"padding"`` (K, M + 1) bool, True at padded positions; ``"padded_class_columns"``
-        and ``"class_padding"`` (K, M), the same without the "others" column;
-        ``"others_columns"`` (K,), the "others" column of each group; ``"group_of_class"`` (C,)
-        and ``"index_of_class"`` (C,) long; ``"class_of_position"`` (K, M) long, the original
-        class id at each within-group position (0 at padding).
+        Keys: ``"padded_columns"``, ``"padding"``, ``"padded_class_columns"``,
+        ``"class_padding"``, ``"others_columns"``, ``"group_of_class"``,
+        ``"index_of_class"`` and ``"class_of_position"``; their shapes and meaning are
+        documented at `oodscore.groups.layout.build_layout_tensors`, which builds them.
         """
         key = torch.device(device if device is not None else "cpu")
         cached = self._cache.get(key)
         if cached is None:
-            cached = {name: t.to(key) for name, t in self._build_tensors().items()}
+            cached = {name: t.to(key) for name, t in build_layout_tensors(self).items()}
             self._cache[key] = cached
         return cached
-
-    def _build_tensors(self) -> dict[str, Tensor]:
-        k, m = self.num_groups, max(self.sizes)
-        columns = torch.empty((k, m + 1), dtype=torch.long)
-        padding = torch.zeros((k, m + 1), dtype=torch.bool)
-        classes = torch.zeros((k, m), dtype=torch.long)
-        for g, (start, members) in enumerate(zip(self.starts, self._groups, strict=True)):
-            n = len(members)
-            columns[g, : n + 1] = torch.arange(start, start + n + 1)
-            columns[g, n + 1 :] = start + n
-            padding[g, n + 1 :] = True
-            classes[g, :n] = torch.tensor(members, dtype=torch.long)
-        locations = torch.tensor(self._locations, dtype=torch.long).reshape(-1, 2)
-        return {
-            "padded_columns": columns,
-            "padding": padding,
-            "padded_class_columns": columns[:, 1:].contiguous(),
-            "class_padding": padding[:, 1:].contiguous(),
-            "others_columns": torch.tensor(self.starts, dtype=torch.long),
-            "group_of_class": locations[:, 0].contiguous(),
-            "index_of_class": locations[:, 1].contiguous(),
-            "class_of_position": classes,
-        }
 
     # ------------------------------------------------------------------ value semantics
     def __eq__(self, other: object) -> bool:
@@ -340,7 +310,18 @@ class GroupSpec:
 
 
 def as_group_spec(groups: GroupSpec | Sequence[int] | Sequence[Sequence[int]]) -> GroupSpec:
-    """A `GroupSpec` from a spec, a sequence of group sizes, or per-group class ids."""
+    """A `GroupSpec` from a spec, a sequence of group sizes, or per-group class ids.
+
+    Raises:
+        TypeError: If ``groups`` is none of these.
+
+    Examples:
+        >>> from oodscore.groups import as_group_spec
+        >>> as_group_spec([2, 1])
+        GroupSpec.from_sizes([2, 1])
+        >>> as_group_spec([[1], [0, 2]])
+        GroupSpec([[1], [0, 2]])
+    """
     if isinstance(groups, GroupSpec):
         return groups
     if isinstance(groups, (str, bytes)) or not isinstance(groups, (Sequence, np.ndarray)):
@@ -351,157 +332,3 @@ def as_group_spec(groups: GroupSpec | Sequence[int] | Sequence[Sequence[int]]) -
     if len(groups) and all(isinstance(g, Integral) and not isinstance(g, bool) for g in groups):
         return GroupSpec.from_sizes(groups)  # type: ignore[arg-type]
     return GroupSpec(groups)  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------------- grouping helpers
-def group_by_taxonomy(
-    taxonomy: Mapping[Hashable, Sequence[Hashable]] | Sequence[Sequence[Hashable]],
-    classes: Sequence[Hashable] | None = None,
-) -> GroupSpec:
-    """Groups from a taxonomy: lists of classes (names or ids), one list per group.
-
-    The paper groups ImageNet's classes by the top level of the WordNet hierarchy
-    (``group_config/taxonomy_level0.npy`` in the official code: 8 groups).
-
-    Args:
-        taxonomy: One list of classes per group, or a mapping from a group's name to its
-            classes (groups then follow the mapping's order).
-        classes: The classifier's classes in id order (e.g. names), so that ``classes[c]``
-            is class c. ``None`` means the taxonomy already holds integer class ids.
-
-    Raises:
-        ValueError: If a class of the taxonomy is not in ``classes``, or a class is missing,
-            repeated or a group empty.
-
-    Example:
-        >>> from oodscore import group_by_taxonomy
-        >>> names = ["cat", "shirt", "dog", "shoe"]
-        >>> group_by_taxonomy({"animal": ["dog", "cat"], "clothing": ["shirt", "shoe"]}, names)
-        GroupSpec([[2, 0], [1, 3]])
-    """
-    members = list(taxonomy.values()) if isinstance(taxonomy, Mapping) else list(taxonomy)
-    if classes is None:
-        return GroupSpec(members)  # type: ignore[arg-type]
-    index: dict[Hashable, int] = {}
-    for c, name in enumerate(classes):
-        if name in index:
-            raise ValueError(f"Expected `classes` to be distinct, but {name!r} appears twice.")
-        index[name] = c
-    groups = []
-    for k, group in enumerate(members):
-        ids = []
-        for name in group:
-            if name not in index:
-                raise ValueError(
-                    f"Expected every class of the taxonomy to be in `classes`, but group {k} "
-                    f"holds {name!r}."
-                )
-            ids.append(index[name])
-        groups.append(ids)
-    spec = GroupSpec(groups)
-    if spec.num_classes != len(index):
-        missing = sorted(set(index.values()) - {c for g in groups for c in g})
-        raise ValueError(
-            f"Expected the taxonomy to hold every class of `classes`, but it misses "
-            f"{[classes[c] for c in missing]!r}."
-        )
-    return spec
-
-
-def group_by_kmeans(
-    class_vectors: Tensor | np.ndarray[Any, Any],
-    num_groups: int,
-    *,
-    normalize: bool = True,
-    seed: int = 0,
-    n_init: int = 10,
-) -> GroupSpec:
-    r"""Groups of similar classes by k-means on one vector per class.
-
-    The MOS paper (Sec. 4.3) clusters class representations into K groups: for example the rows
-    of a trained classifier's weight matrix, or the mean penultimate feature of each class.
-    Uses scikit-learn's ``KMeans`` (seeded). If k-means leaves a cluster empty (possible
-    with duplicate vectors), the class farthest from its centroid in the largest cluster
-    moves there, until every group has a class, so the result always has exactly
-    ``num_groups`` groups.
-
-    Args:
-        class_vectors: (C, D) array, row c describes class c.
-        num_groups: K, with 1 <= K <= C.
-        normalize: Scale each row to unit L2 norm first (cosine geometry), so classes with
-            larger weights do not dominate.
-        seed: ``random_state`` of ``KMeans``.
-        n_init: Number of k-means restarts.
-
-    Raises:
-        ValueError: If ``class_vectors`` is not a finite 2-D array with at least
-            ``num_groups`` rows.
-
-    Example:
-        >>> import numpy as np
-        >>> from oodscore import group_by_kmeans
-        >>> vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
-        >>> group_by_kmeans(vectors, 2).num_groups
-        2
-    """
-    from sklearn.cluster import KMeans
-
-    x = np.asarray(
-        class_vectors.detach().cpu().numpy() if isinstance(class_vectors, Tensor) else class_vectors
-    )
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(
-            f"Expected `class_vectors` to be a non-empty 2-D array (C, D), got shape {x.shape}."
-        )
-    check_numeric(x.dtype, "class_vectors")
-    x = x.astype(np.float64)
-    if not np.isfinite(x).all():
-        raise ValueError("Expected `class_vectors` to be finite, but it holds NaN or ±inf.")
-    k = check_int(num_groups, "num_groups")
-    if k > x.shape[0]:
-        raise ValueError(
-            f"Expected `num_groups` to be at most the number of classes C = {x.shape[0]}, got {k}."
-        )
-    check_int(n_init, "n_init")
-    if normalize:
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = x / np.where(norms > 0, norms, 1.0)
-    with warnings.catch_warnings():
-        # Duplicate vectors make sklearn warn about fewer distinct clusters; handled below.
-        warnings.simplefilter("ignore")
-        model = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit(x)
-    labels = np.asarray(model.labels_, dtype=np.int64).copy()
-    centers = np.asarray(model.cluster_centers_, dtype=np.float64)
-    for empty in range(k):
-        if np.any(labels == empty):
-            continue
-        counts = np.bincount(labels, minlength=k)
-        donor = int(np.argmax(counts))
-        members = np.flatnonzero(labels == donor)
-        distances = np.linalg.norm(x[members] - centers[donor], axis=1)
-        labels[members[int(np.argmax(distances))]] = empty
-    return GroupSpec.from_assignment(labels)
-
-
-def group_at_random(num_classes: int, num_groups: int, *, seed: int = 0) -> GroupSpec:
-    """A random grouping with balanced sizes (they differ by at most one), the paper's baseline.
-
-    Classes are shuffled with ``numpy.random.default_rng(seed)`` and dealt into ``num_groups``
-    consecutive chunks; each group lists its classes in ascending id order.
-
-    Raises:
-        ValueError: Unless 1 <= ``num_groups`` <= ``num_classes``.
-
-    Example:
-        >>> from oodscore import group_at_random
-        >>> group_at_random(10, 3, seed=0).sizes
-        (4, 3, 3)
-    """
-    c = check_int(num_classes, "num_classes")
-    k = check_int(num_groups, "num_groups")
-    if k > c:
-        raise ValueError(
-            f"Expected `num_groups` to be at most num_classes={c}, got num_groups={k}."
-        )
-    order = np.random.default_rng(seed).permutation(c)
-    return GroupSpec([sorted(chunk.tolist()) for chunk in np.array_split(order, k)])
