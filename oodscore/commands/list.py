@@ -21,14 +21,19 @@ def register(subparsers: Any) -> None:
 
 
 def describe(cls: type) -> tuple[str, str]:
-    """A class's one-line summary and its ``name=default`` parameter list."""
-    summary = (inspect.getdoc(cls) or "").strip().splitlines()
+    """A class's one-line summary with its paper, and its ``name=default`` parameter list."""
+    lines = (inspect.getdoc(cls) or "").strip().splitlines()
+    summary = lines[0].rstrip(".") if lines else ""
+    # The docstring's "Source: paper; official code" line: keep the paper.
+    sources = [line.removeprefix("Source:").strip() for line in lines if line.startswith("Source:")]
+    if sources:
+        summary = f"{summary} ({sources[0].split(';')[0].rstrip('.')})"
     params = [
         f"{p.name} (required)" if p.default is p.empty else f"{p.name}={p.default!r}"
         for p in inspect.signature(cls).parameters.values()
         if p.kind is p.KEYWORD_ONLY
     ]
-    return (summary[0] if summary else ""), ", ".join(params)
+    return summary, ", ".join(params)
 
 
 def run(args: argparse.Namespace) -> int:

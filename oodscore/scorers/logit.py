@@ -20,8 +20,7 @@ class MaxLogit(Scorer):
         >>> MaxLogit()(torch.tensor([[1.0, 5.0, -2.0]]))
         tensor([5.])
 
-    Source: Hendrycks et al., ICML 2022, "Scaling out-of-distribution detection for
-    real-world settings".
+    Source: Hendrycks et al., ICML 2022; "Scaling out-of-distribution detection".
     """
 
     def score(self, logits: Tensor) -> Tensor:

@@ -52,7 +52,7 @@ class Entropy(Scorer):
         >>> Entropy()(torch.tensor([[0.0, 0.0], [50.0, 0.0]]))
         tensor([-0.6931, -0.0000])
 
-    Source: the uncertainty baseline of the OOD literature (e.g. Hendrycks et al., ICLR 2019).
+    Source: Hendrycks, Mazeika & Dietterich, ICLR 2019; the uncertainty baseline.
     """
 
     def score(self, logits: Tensor) -> Tensor:
