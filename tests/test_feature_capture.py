@@ -107,7 +107,8 @@ def test_sparsity_loss_trains_through_captured_features():
     x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
     with FeatureCapture(model) as capture:
         logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y) + SparsityLoss(weight=1.0)(capture.features)
+        penalty = SparsityLoss(weight=1.0)(features_in=capture.features)
+        loss = nn.functional.cross_entropy(logits, y) + penalty
     loss.backward()
     # The first layer's gradient includes the L1 term: compare with the explicit forward.
     model_grad = model.fc1.weight.grad.clone()
@@ -170,10 +171,16 @@ def test_hooks_are_removed_on_exit_even_after_an_error():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"`model` \(Sequential\) to contain an nn.Linear"):
+    with pytest.raises(
+        ValueError, match=r"`model` \(Sequential\) to contain an nn.Linear.*`module`"
+    ):
         FeatureCapture(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
-    with pytest.raises(ValueError, match=r"got 'hed'\. Did you mean 'head'"):
+    with pytest.raises(ValueError, match=r"`module` to name a submodule of MLP, got 'hed'\. Did"):
         FeatureCapture(MLP(), "hed")
+    with pytest.raises(ValueError, match=r"`module` to name a submodule of MLP, got ''"):
+        FeatureCapture(MLP(), "")  # the model itself is no layer
+    with pytest.raises(TypeError, match=r"`module` to be a str or None, got int"):
+        FeatureCapture(MLP(), 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`capture` to be 'input' or 'output', got 'inputs'"):
         FeatureCapture(MLP(), capture="inputs")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"`model` to be a torch.nn.Module, got function"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -511,6 +512,40 @@ def test_deepcopy_and_to() -> None:
     clone.eval()
     double.eval()
     torch.testing.assert_close(double(x.double()).float(), clone(x), rtol=1e-4, atol=1e-5)
+
+
+def test_copies_keep_their_own_hooks_and_the_wrapper_pickles() -> None:
+    model = spectral_normalize(SmallCNN(), mode="operator", batch_norm=True)
+    user_hook = model.conv1.register_forward_pre_hook(lambda module, args: None)
+    clone = copy.deepcopy(model)
+    x = torch.randn(2, 1, 8, 8)
+    clone(x)  # the clone's hook initializes the clone's buffers only
+    assert math.isnan(spectral_norms(model)["conv1"])
+    model(x)
+    assert not math.isnan(spectral_norms(model)["conv1"])
+    wrapper = model.conv2.parametrizations.weight[0]
+    restored = pickle.loads(pickle.dumps(wrapper))
+    assert restored.state_dict().keys() == wrapper.state_dict().keys()
+    for key, value in wrapper.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value)
+    remove_spectral_normalization(clone)
+    assert len(clone.conv1._forward_pre_hooks) == 1  # the user's hook stays
+    assert not any(m._forward_pre_hooks for m in clone.modules() if m is not clone.conv1)
+    assert len(model.conv1._forward_pre_hooks) == 2  # the original keeps its own
+    assert len(model.bn1._forward_pre_hooks) == 1
+    user_hook.remove()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AttributeError,
+    reason="torch.nn.utils.parametrize: a deepcopy shares the injected Parametrized* class, "
+    "so removing the parametrization from one copy deletes the weight property of both",
+)
+def test_removal_from_a_deepcopy_leaves_the_original_usable() -> None:
+    model = spectral_normalize(SmallCNN())
+    remove_spectral_normalization(copy.deepcopy(model))
+    model(torch.randn(2, 1, 8, 8))
 
 
 def test_torch_save_whole_model_is_not_supported_by_parametrize() -> None:

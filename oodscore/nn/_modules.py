@@ -5,8 +5,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 
 def output_head(model: nn.Module) -> str | None:
@@ -65,16 +67,54 @@ def find_module(model: nn.Module, name: str, *, argument: str = "module") -> nn.
         ValueError: If no submodule has that name (the empty name, the model itself, is
             refused too: a layer is expected).
     """
+    return locate_module(model, name, argument=argument)[1]
+
+
+def locate_module(
+    model: nn.Module, name: str, *, argument: str = "module", unwrap: bool = False
+) -> tuple[str, nn.Module]:
+    """The qualified name and the submodule of ``model`` called ``name``, as `find_module`.
+
+    With ``unwrap=True`` a name that misses on a wrapper with a ``module`` attribute
+    (``DistributedDataParallel``, ``DataParallel``) is looked up in the wrapped model too,
+    so that names work with or without the ``module.`` prefix; the returned name has it.
+
+    Examples:
+        >>> from torch import nn
+        >>> from oodscore.nn._modules import locate_module
+        >>> wrapper = nn.Module()
+        >>> wrapper.module = nn.Sequential(nn.Linear(2, 2))
+        >>> locate_module(wrapper, "0", unwrap=True)
+        ('module.0', Linear(in_features=2, out_features=2, bias=True))
+    """
     if not isinstance(name, str):
         raise TypeError(f"Expected `{argument}` to be a str or None, got {type(name).__name__}.")
     named = dict(model.named_modules())
     if name and name in named:
-        return named[name]
+        return name, named[name]
+    # DistributedDataParallel and DataParallel hold the model as `module`.
+    wrapped = getattr(model, "module", None) if unwrap else None
+    if name and isinstance(wrapped, nn.Module):
+        inner = dict(wrapped.named_modules())
+        if name in inner:
+            return f"module.{name}", inner[name]
     close = difflib.get_close_matches(name, [n for n in named if n], n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"Expected `{argument}` to name a submodule of {type(model).__name__}, got {name!r}.{hint}"
     )
+
+
+def weight_parametrizations(module: nn.Module) -> parametrize.ParametrizationList:
+    """The parametrizations registered on ``module.weight`` (``torch.nn.utils.parametrize``)."""
+    plist = cast(nn.ModuleDict, module.parametrizations)["weight"]
+    assert isinstance(plist, parametrize.ParametrizationList)  # what parametrize stores there
+    return plist
+
+
+def original_weight(module: nn.Module) -> Tensor:
+    """The stored weight of a parametrized ``module``; reading it runs no parametrization."""
+    return weight_parametrizations(module).original
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from types import TracebackType
 from typing import Any, Literal
 
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+
+from oodscore.nn._modules import find_head, locate_module
 
 CaptureWhat = Literal["input", "output"]
 
@@ -15,11 +16,11 @@ CaptureWhat = Literal["input", "output"]
 class FeatureCapture:
     """Record the features a module sees during the forward pass that also yields logits.
 
-    By default the hook sits on the **last** ``nn.Linear`` of ``model`` (in
-    ``model.modules()`` order, i.e. registration order) and records its **input**: the
-    penultimate, pooled features of a classifier whose head is a linear layer (ResNet's
-    ``fc``, a WideResNet's ``fc``, an MLP's last layer). Give ``module`` to hook a named
-    submodule instead (any name of ``model.named_modules()``, e.g. ``"avgpool"`` or
+    By default the hook sits on the output head of ``model``, its **last** ``nn.Linear``
+    in module order (`oodscore.nn.output_head`), and records its **input**: the penultimate,
+    pooled features of a classifier whose head is a linear layer (ResNet's ``fc``, a
+    WideResNet's ``fc``, an MLP's last layer). Give ``module`` to hook a named submodule
+    instead (any non-empty name of ``model.named_modules()``, e.g. ``"avgpool"`` or
     ``"body.3"``) and ``capture`` to record its input or its output.
 
     Use it as a persistent handle (``capture.features`` after each forward, ``remove()``
@@ -48,9 +49,9 @@ class FeatureCapture:
     Raises:
         ValueError: If ``model`` has no ``nn.Linear`` (and no ``module`` was named), if no
             submodule is named ``module``, or if ``capture`` is not ``"input"``/``"output"``.
-        TypeError: If ``model`` is not an ``nn.Module``.
+        TypeError: If ``model`` is not an ``nn.Module`` or ``module`` not a str.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from oodscore.nn import FeatureCapture
@@ -81,7 +82,8 @@ class FeatureCapture:
         self.capture: CaptureWhat = capture
         self.flatten = bool(flatten)
         self.detach = bool(detach)
-        self.module_name, self.module = _resolve(model, module)
+        name = find_head(model, argument="module") if module is None else module
+        self.module_name, self.module = locate_module(model, name, argument="module", unwrap=True)
         self._features: Tensor | None = None
         self.calls = 0
         """How many forward calls of the hooked module have been recorded."""
@@ -154,32 +156,3 @@ class FeatureCapture:
             f"capture={self.capture!r}, flatten={self.flatten}, detach={self.detach}, "
             f"active={self.active})"
         )
-
-
-def _resolve(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
-    """The (name, module) to hook: the named submodule, or the last ``nn.Linear``."""
-    named = dict(model.named_modules())
-    if name is None:
-        linears = [(n, m) for n, m in named.items() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError(
-                f"Expected `model` ({type(model).__name__}) to contain an nn.Linear layer to "
-                f"capture the input of; it has none. Pass `module=` with the name of the "
-                f"module whose input or output are the features."
-            )
-        return linears[-1]
-    if not isinstance(name, str):
-        raise TypeError(f"Expected `module` to be a str or None, got {type(name).__name__}.")
-    if name in named:
-        return name, named[name]
-    # DistributedDataParallel (and similar wrappers) prefix every name with "module.".
-    wrapped = getattr(model, "module", None)
-    if isinstance(wrapped, nn.Module):
-        inner = dict(wrapped.named_modules())
-        if name in inner:
-            return f"module.{name}" if name else "module", inner[name]
-    close = difflib.get_close_matches(name, [n for n in named if n], n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(
-        f"Expected `module` to name a submodule of {type(model).__name__}, got {name!r}.{hint}"
-    )

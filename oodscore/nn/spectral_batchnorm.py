@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 from oodscore._validation import check_positive
 
@@ -32,7 +33,7 @@ class BatchNormBound(nn.Module):
     Args:
         coeff: The bound $c > 0$ on $L$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore.nn.spectral_batchnorm import bound_batch_norm
         >>> bn = torch.nn.BatchNorm1d(2).eval()
@@ -48,6 +49,9 @@ class BatchNormBound(nn.Module):
         self.coeff = check_positive(coeff, "coeff")
         self._running_var: Tensor | None = None
         self._bn_eps = 1e-5
+        # The forward pre-hook `bound_batch_norm` registers; remove_spectral_normalization
+        # removes it.
+        self._hook: RemovableHandle | None = None
 
     def attach(self, layer: _BatchNorm, *args: Any) -> None:
         """Read the running variance and eps of ``layer`` (its forward pre-hook)."""
@@ -93,5 +97,5 @@ def bound_batch_norm(layer: _BatchNorm, *, coeff: float) -> _BatchNorm:
     bound = BatchNormBound(coeff=coeff)
     bound.attach(layer)
     parametrize.register_parametrization(layer, "weight", bound)
-    layer.register_forward_pre_hook(bound.attach)
+    bound._hook = layer.register_forward_pre_hook(bound.attach)
     return layer
