@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from oodscore._distributed import gather_samples, rank
-from oodscore._validation import check_logits
+from oodscore._validation import check_logits, check_same_width
 from oodscore.metrics import FprRule
 from oodscore.metrics.classification import (
     as_logits,
@@ -141,15 +141,10 @@ def evaluate_logits(
     resolved = resolve_scorers(scorers)
     _check_ood_names(ood_logits, "ood_logits")
     id_tensor = as_logits(id_logits, "id_logits")
-    num_classes = id_tensor.shape[1]
     ood_tensors = {}
     for name, logits in ood_logits.items():
         tensor = as_logits(logits, f"ood_logits[{name!r}]")
-        if tensor.shape[1] != num_classes:
-            raise ValueError(
-                f"Expected `ood_logits[{name!r}]` to have C = {num_classes} columns like "
-                f"`id_logits`, got shape {tuple(tensor.shape)}."
-            )
+        check_same_width(id_tensor, tensor, ("id_logits", f"ood_logits[{name!r}]"))
         ood_tensors[name] = tensor
     id_metrics = {} if id_targets is None else id_task_metrics(id_tensor, id_targets)
     with torch.no_grad():

@@ -195,7 +195,7 @@ def test_bad_contents_give_one_line(
     targets.write_text("0.5\n1\n")
     cases = [
         (["--ood", f"nan={nan}"], "`ood_logits['nan']` to be finite, but 3 rows contain NaN"),
-        (["--ood", f"w={wrong}"], "C = 4 columns like `id_logits`"),
+        (["--ood", f"w={wrong}"], "as many classes as `id_logits` (C = 4)"),
         (["--id-targets", str(targets)], "holds non-integer class indices"),
         (["--id-targets", str(files["near"])], "multi-hot `id_targets` of shape (40, 4)"),
     ]

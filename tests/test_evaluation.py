@@ -255,7 +255,7 @@ def test_bad_scorers(scorers: Any, error: type[Exception], match: str) -> None:
     [
         (np.full((2, 3), np.nan), {"o": np.zeros((2, 3))}, None, ValueError, "`id_logits`.*NaN"),
         (np.zeros((2, 3)), {"o": np.array([[0, np.inf, 0]])}, None, ValueError, "±inf"),
-        (np.zeros((2, 3)), {"o": np.zeros((2, 4))}, None, ValueError, "C = 3 columns"),
+        (np.zeros((2, 3)), {"o": np.zeros((2, 4))}, None, ValueError, r"as many classes as `id_logits` \(C = 3\)"),
         (np.zeros((0, 3)), {"o": np.zeros((2, 3))}, None, ValueError, "at least one row"),
         (np.zeros(3), {"o": np.zeros((2, 3))}, None, ValueError, "2-D"),
         (np.zeros((2, 3)), {}, None, ValueError, "at least one OOD set"),
