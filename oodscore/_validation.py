@@ -115,13 +115,24 @@ def check_logits(x: Tensor, name: str = "logits") -> None:
     Raises:
         ValueError: On a wrong number of dimensions, no columns, NaN or ±inf.
     """
+    check_matrix(x, name, columns="C")
+
+
+def check_matrix(x: Tensor, name: str, *, columns: str = "D") -> None:
+    """Check that ``x`` is a finite (N, ``columns``) matrix with at least one column.
+
+    Raises:
+        ValueError: On a wrong number of dimensions, no columns, NaN or ±inf.
+    """
     if x.ndim != 2:
         raise ValueError(
-            f"Expected `{name}` to be 2-D of shape (N, C), got {x.ndim}-D shape {tuple(x.shape)}."
+            f"Expected `{name}` to be 2-D of shape (N, {columns}), got {x.ndim}-D shape "
+            f"{tuple(x.shape)}."
         )
     if x.shape[1] == 0:
         raise ValueError(
-            f"Expected `{name}` to have at least one column (C >= 1), got shape {tuple(x.shape)}."
+            f"Expected `{name}` to have at least one column ({columns} >= 1), got shape "
+            f"{tuple(x.shape)}."
         )
     check_finite(x, name)
 

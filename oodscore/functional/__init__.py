@@ -25,6 +25,13 @@ from oodscore.functional.group_softmax import (
     uses_padding,
 )
 from oodscore.functional.logit import max_logit_score
+from oodscore.functional.mahalanobis import (
+    class_means,
+    gaussian_model,
+    squared_mahalanobis,
+    tied_covariance,
+    whitening,
+)
 from oodscore.functional.outlier_exposure import OutlierTarget, outlier_exposure_loss
 from oodscore.functional.softmax import entropy_score, gen_score, msp_score
 from oodscore.functional.sparsity import sparsity_penalty
@@ -33,11 +40,13 @@ __all__ = [
     "OutlierTarget",
     "balanced_energy_loss",
     "class_influence",
+    "class_means",
     "edge_gap_loss",
     "energy_margin_loss",
     "energy_score",
     "entropy_score",
     "free_energy",
+    "gaussian_model",
     "gen_score",
     "group_class_log_probability",
     "group_log_softmax",
@@ -54,6 +63,9 @@ __all__ = [
     "singular_value_distance",
     "sparsity_penalty",
     "squared_hinges",
+    "squared_mahalanobis",
+    "tied_covariance",
     "top_singular_values",
     "uses_padding",
+    "whitening",
 ]

@@ -10,6 +10,7 @@ from oodscore.functional import (
     msp_score,
 )
 from oodscore.scorers.base import (
+    FittedScorer,
     NotFittedError,
     Scorer,
     get_scorer,
@@ -19,6 +20,7 @@ from oodscore.scorers.base import (
 )
 from oodscore.scorers.energy import Energy, JointEnergy
 from oodscore.scorers.logit import MaxLogit
+from oodscore.scorers.mahalanobis import Mahalanobis, RelativeMahalanobis
 from oodscore.scorers.mos import MOS
 from oodscore.scorers.softmax import GEN, MSP, Entropy
 
@@ -28,9 +30,12 @@ __all__ = [
     "MSP",
     "Energy",
     "Entropy",
+    "FittedScorer",
     "JointEnergy",
+    "Mahalanobis",
     "MaxLogit",
     "NotFittedError",
+    "RelativeMahalanobis",
     "Scorer",
     "energy_score",
     "entropy_score",

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
+import numpy as np
+import torch
 from torch import Tensor
+from typing_extensions import Self
 
 from oodscore._arrays import ArrayT, as_tensor, map_rows
 from oodscore._params import HasParams
 from oodscore._registry import Registry
-from oodscore._validation import check_logits
+from oodscore._validation import check_finite, check_matrix
 
 InputKind = Literal["logits", "features", "model"]
+ArrayLike = Tensor | np.ndarray[Any, Any]
 
 SCORERS: Registry[Scorer] = Registry("scorer")
 
@@ -22,20 +27,26 @@ class NotFittedError(RuntimeError):
 
 
 class Scorer(HasParams, ABC):
-    r"""Base class of post-hoc OOD scores: ``scorer(logits) -> scores`` of shape ``(N,)``.
+    r"""Base class of post-hoc OOD scores: ``scorer(x) -> scores`` of shape ``(N,)``.
 
-    **Higher score = more in-distribution**, for every scorer.
+    **Higher score = more in-distribution**, for every scorer. Three input kinds share this
+    contract (`input_kind`):
 
-    Calling a scorer converts and checks its input once, then runs the subclass's
-    `score`: NumPy in gives NumPy out, torch in gives torch out on the same device with
-    gradients flowing; float16/bfloat16 are computed (and returned) in float32; N = 0 gives an
-    empty result. Hyper-parameters are keyword-only constructor arguments stored under the
-    same names, which gives a faithful ``repr``.
+    - ``"logits"``: ``scorer(logits)`` on (N, C) logits;
+    - ``"features"``: ``scorer.fit(features, targets=None)`` on in-distribution features
+      (returns the scorer), then ``scorer(features)`` on (N, D) features;
+    - ``"model"``: scorers that run the model themselves.
+
+    Calling a scorer converts and checks its input once, then runs the subclass's `score`:
+    NumPy in gives NumPy out, torch in gives torch out on the same device with gradients
+    flowing; float16/bfloat16 are computed (and returned) in float32; N = 0 gives an empty
+    result. Hyper-parameters are keyword-only constructor arguments stored under the same
+    names, which gives a faithful ``repr``.
 
     Attributes:
         name: The registry name (set by `register_scorer`).
         input_kind: What the scorer consumes: ``"logits"``, ``"features"`` or ``"model"``.
-        requires_fit: Whether `fit` must run before scoring.
+        requires_fit: Whether `fit` must run before scoring (see `FittedScorer`).
         higher_is_id: Always ``True``; stated so wrappers and tests can rely on it.
     """
 
@@ -44,12 +55,13 @@ class Scorer(HasParams, ABC):
     requires_fit: ClassVar[bool] = False
     higher_is_id: ClassVar[bool] = True
 
-    def __call__(self, logits: ArrayT) -> ArrayT:
-        """Score a batch of logits of shape (N, C); returns shape (N,)."""
-        tensor, restore = as_tensor(logits, "logits")
-        check_logits(tensor, "logits")
-        self.check_input(tensor)
+    def __call__(self, x: ArrayT) -> ArrayT:
+        """Score a batch of logits (N, C) or features (N, D); returns shape (N,)."""
+        name = self.input_kind
+        tensor, restore = as_tensor(x, name)
+        check_matrix(tensor, name, columns="C" if name == "logits" else "D")
         self._check_fitted()
+        self.check_input(tensor)
         if tensor.shape[0] == 0:
             result: ArrayT = restore(tensor.new_empty(0))
             return result
@@ -57,22 +69,149 @@ class Scorer(HasParams, ABC):
         return result
 
     @abstractmethod
-    def score(self, logits: Tensor) -> Tensor:
-        """The formula: scores of shape (N,) for a checked floating tensor of shape (N, C)."""
+    def score(self, x: Tensor) -> Tensor:
+        """The formula: scores (N,) of a checked floating tensor (N, C) or (N, D)."""
 
-    def check_input(self, logits: Tensor) -> None:
+    def check_input(self, x: Tensor) -> None:
         """Checks that depend on the hyper-parameters (e.g. ``top_k <= C``); none by default."""
 
     def _check_fitted(self) -> None:
-        if self.requires_fit and not getattr(self, "is_fitted", False):
-            cls = type(self).__name__
-            raise NotFittedError(
-                f"This {cls} instance is not fitted yet. Call 'fit' with in-distribution "
-                f"data before scoring."
-            )
+        """Raise `NotFittedError` if the scorer needs fitted state and has none."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params_repr()})"
+
+
+class FittedScorer(Scorer):
+    """A `Scorer` with statistics fitted on in-distribution data (Mahalanobis, KNN, ...).
+
+    ``fit(features, targets=None)`` checks its inputs once and hands them to the subclass's
+    `fit_state`, which returns the fitted tensors; they live in `state_dict` (tensors only,
+    loadable with ``torch.load(..., weights_only=True)``) and move to the device of the
+    scored input on first use. Scoring before fitting raises `NotFittedError`.
+
+    Attributes:
+        state_names: The keys of `state_dict`, in order.
+    """
+
+    input_kind: ClassVar[InputKind] = "features"
+    requires_fit: ClassVar[bool] = True
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    _state: dict[str, Tensor] | None = None
+    _on_device: dict[torch.device, dict[str, Tensor]]
+
+    def fit(self, features: ArrayLike, targets: ArrayLike | None = None) -> Self:
+        """Fit the statistics on in-distribution ``features`` (N, D) and optional ``targets``.
+
+        Args:
+            features: ID features (N, D), N >= 1; a tensor or a NumPy array. Large sets are
+                accumulated in chunks (float64), never copied whole.
+            targets: ``None``, class ids (N,), or multi-hot labels (N, C) (multi-label),
+                as the scorer accepts.
+
+        Returns:
+            The scorer itself, fitted.
+
+        Raises:
+            ValueError: On empty, non-2-D or non-finite features, or bad targets.
+            TypeError: On inputs that are not tensors or arrays of real numbers.
+        """
+        tensor, _ = as_tensor(features, "features")
+        check_matrix(tensor, "features", columns="D")
+        if tensor.shape[0] == 0:
+            raise ValueError(
+                f"Expected `features` to have at least 1 row to fit on, got shape "
+                f"{tuple(tensor.shape)}."
+            )
+        with torch.no_grad():
+            state = self.fit_state(tensor.detach(), targets)
+        self._set_state({k: v.detach().cpu() for k, v in state.items()})
+        return self
+
+    @abstractmethod
+    def fit_state(self, features: Tensor, targets: ArrayLike | None) -> dict[str, Tensor]:
+        """The fitted tensors (keys `state_names`) of checked features (N, D), N >= 1."""
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether `fit` or `load_state_dict` has run."""
+        return self._state is not None
+
+    @property
+    def num_features(self) -> int:
+        """The feature size D seen at fit time."""
+        return int(self.state_dict()[self.state_names[0]].shape[-1])
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The fitted tensors, on the CPU: save with ``torch.save``, restore with `load_state_dict`.
+
+        Raises:
+            NotFittedError: Before `fit`.
+        """
+        self._check_fitted()
+        assert self._state is not None
+        return dict(self._state)
+
+    def load_state_dict(self, state: Mapping[str, object]) -> Self:
+        """Restore fitted tensors from `state_dict` (e.g. after ``torch.load(weights_only=True)``).
+
+        Raises:
+            ValueError: If keys are missing or unexpected, or a value is not a finite tensor.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"Expected `state` to be a mapping, got {type(state).__name__}.")
+        missing = [k for k in self.state_names if k not in state]
+        extra = [k for k in state if k not in self.state_names]
+        if missing or extra:
+            raise ValueError(
+                f"Expected the state of {type(self).__name__} to have the keys "
+                f"{list(self.state_names)}, got missing {missing} and unexpected {extra}."
+            )
+        tensors = {}
+        for key in self.state_names:
+            value = state[key]
+            if not isinstance(value, Tensor) or not value.dtype.is_floating_point:
+                raise ValueError(
+                    f"Expected `state[{key!r}]` to be a floating tensor, got {value!r}."
+                )
+            check_finite(value.reshape(1, -1), f"state[{key!r}]")
+            tensors[key] = value.detach().cpu().clone()
+        self.check_state(tensors)
+        self._set_state(tensors)
+        return self
+
+    def check_state(self, state: dict[str, Tensor]) -> None:
+        """Check the shapes of loaded state; none by default."""
+
+    def state_on(self, device: torch.device) -> dict[str, Tensor]:
+        """The fitted tensors on ``device`` (moved once per device and cached)."""
+        assert self._state is not None
+        cached = self._on_device.get(device)
+        if cached is None:
+            cached = {k: v.to(device) for k, v in self._state.items()}
+            self._on_device[device] = cached
+        return cached
+
+    def check_input(self, x: Tensor) -> None:
+        """Check that the features have the fit's size D."""
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"Expected `features` with D = {self.num_features} columns, the feature size "
+                f"{type(self).__name__} was fitted on, got shape {tuple(x.shape)}."
+            )
+
+    def _set_state(self, state: dict[str, Tensor]) -> None:
+        self._state = state
+        self._on_device = {}
+
+    def _check_fitted(self) -> None:
+        if self._state is None:
+            cls = type(self).__name__
+            raise NotFittedError(
+                f"This {cls} instance is not fitted yet. Call 'fit' with in-distribution "
+                f"features (or 'load_state_dict') before scoring."
+            )
 
 
 def register_scorer(name: str) -> Any:

@@ -1,0 +1,121 @@
+r"""Gaussian class models of features: class means, one tied covariance, Mahalanobis distances."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+FIT_CHUNK_ELEMENTS = 1 << 21
+"""Feature values per chunk while fitting (16 MiB in float64): memory O(D^2) plus one chunk."""
+
+
+def class_means(
+    features: Tensor, rows: Tensor, classes: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor]:
+    r"""Class means $\mu_c = \frac{1}{N_c}\sum_{r: c_r = c} x_{i_r}$ in float64, and the counts.
+
+    Args:
+        features: Features (N, D), any floating dtype.
+        rows: (R,) row index of each sample-class pair.
+        classes: (R,) class id of each pair.
+        num_classes: C.
+
+    Returns:
+        Means (C, D) float64 and counts (C,) float64, accumulated chunk by chunk.
+    """
+    dimension = features.shape[1]
+    sums = features.new_zeros((num_classes, dimension), dtype=torch.float64)
+    for start, chunk_rows in _chunks(rows, dimension):
+        chunk = features[chunk_rows].to(torch.float64)
+        sums.index_add_(0, classes[start : start + len(chunk_rows)].to(sums.device), chunk)
+    counts = torch.bincount(classes, minlength=num_classes).to(sums)
+    return sums / counts[:, None], counts
+
+
+def tied_covariance(features: Tensor, rows: Tensor, classes: Tensor, means: Tensor) -> Tensor:
+    r"""Biased tied covariance $\frac{1}{R}\sum_r (x_{i_r} - \mu_{c_r})(x_{i_r} - \mu_{c_r})^\top$.
+
+    Each sample-class pair contributes its row centred by its class mean (a multi-label
+    sample once per positive label). Accumulated in float64, chunk by chunk, after the means
+    are known: two passes, no cancellation of $E[xx^\top] - \mu\mu^\top$.
+    """
+    dimension = features.shape[1]
+    scatter = means.new_zeros((dimension, dimension))
+    for start, chunk_rows in _chunks(rows, dimension):
+        chunk_classes = classes[start : start + len(chunk_rows)].to(means.device)
+        centred = features[chunk_rows].to(torch.float64) - means[chunk_classes]
+        scatter.addmm_(centred.T, centred)
+    return scatter / len(rows)
+
+
+def whitening(covariance: Tensor, shrinkage: float | None = None) -> tuple[Tensor, float]:
+    r"""A matrix $W$ with $W W^\top = \Sigma_s^{-1}$, and the shrinkage $s$ used.
+
+    $$ \Sigma_s = (1 - s)\,\Sigma + s\,\frac{\operatorname{tr}\Sigma}{D}\,I $$
+
+    ``shrinkage=None`` uses $s = 0$ unless $\Sigma$ is singular (smallest eigenvalue at most
+    $D \varepsilon$ times the largest, $\varepsilon$ the float64 epsilon), then $s = 10^{-6}$
+    with a warning. From $\Sigma_s = V \Lambda V^\top$: $W = V \Lambda^{-1/2}$, so that
+    $(x - \mu)^\top \Sigma_s^{-1} (x - \mu) = \lVert (x - \mu)^\top W \rVert^2$.
+
+    Raises:
+        ValueError: If $\operatorname{tr}\Sigma = 0$ (the features do not vary at all).
+    """
+    dimension = covariance.shape[0]
+    trace = float(torch.trace(covariance))
+    if not trace > 0:
+        raise ValueError(
+            "Expected `features` that vary within their classes, got a covariance of trace 0 "
+            "(every feature is constant within each class): no Mahalanobis distance exists."
+        )
+    values, vectors = torch.linalg.eigh(covariance)
+    if shrinkage is None:
+        singular = float(values[0]) <= dimension * torch.finfo(torch.float64).eps * float(
+            values[-1]
+        )
+        shrinkage = 1e-6 if singular else 0.0
+        if singular:
+            warnings.warn(
+                f"The tied covariance of the features is singular (D = {dimension}, smallest "
+                f"eigenvalue {float(values[0]):.3g}, largest {float(values[-1]):.3g}); it is "
+                f"shrunk toward the identity with shrinkage = {shrinkage:g}. Pass "
+                "`shrinkage=` to choose the value and silence this warning.",
+                UserWarning,
+                stacklevel=4,
+            )
+    if shrinkage:
+        values = (1 - shrinkage) * values + shrinkage * trace / dimension
+    return vectors * values.rsqrt(), shrinkage
+
+
+def gaussian_model(
+    features: Tensor,
+    rows: Tensor,
+    classes: Tensor,
+    num_classes: int,
+    shrinkage: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Class means (C, D) and the `whitening` (D, D) of the tied covariance, in float64."""
+    means, _ = class_means(features, rows, classes, num_classes)
+    whiten, _ = whitening(tied_covariance(features, rows, classes, means), shrinkage)
+    return means, whiten
+
+
+def squared_mahalanobis(features: Tensor, means: Tensor, whiten: Tensor) -> Tensor:
+    r"""Squared distances $d_c(x) = (x - \mu_c)^\top \Sigma^{-1} (x - \mu_c)$, shape (N, C).
+
+    Computed in the dtype of ``whiten`` (float64) on whitened features $z = x W$ and means
+    $m = \mu W$: $d_c = \lVert z - m_c \rVert^2$.
+    """
+    z = features.to(whiten.dtype) @ whiten
+    m = means @ whiten
+    distances = (z * z).sum(dim=1, keepdim=True) - 2 * (z @ m.T) + (m * m).sum(dim=1)
+    return distances.clamp_min(0)
+
+
+def _chunks(rows: Tensor, dimension: int) -> list[tuple[int, Tensor]]:
+    """(start, rows) pieces of ``rows`` holding about `FIT_CHUNK_ELEMENTS` feature values."""
+    size = max(1, FIT_CHUNK_ELEMENTS // max(1, dimension))
+    return [(start, rows[start : start + size]) for start in range(0, len(rows), size)]
