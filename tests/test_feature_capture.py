@@ -191,16 +191,57 @@ def test_errors():
     capture.remove()
 
 
-def test_output_that_is_not_a_tensor_is_reported():
-    class Pair(nn.Module):
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return x, x
+class Pair(nn.Module):
+    """Returns a tuple, as an LSTM or a ``return_dict=False`` Hugging Face model does."""
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 2 * x, x
+
+
+class Named(nn.Module):
+    """Returns a dict, with or without a "logits" entry."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.key: 3 * x, "hidden": x}
+
+
+class WithLogits(nn.Module):
+    """Returns an object with a ``.logits`` tensor, as a Hugging Face ModelOutput."""
+
+    class Output:
+        def __init__(self, logits: torch.Tensor) -> None:
+            self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> WithLogits.Output:
+        return self.Output(4 * x)
+
+
+@pytest.mark.parametrize(
+    ("module", "factor"), [(Pair(), 2), (Named("logits"), 3), (WithLogits(), 4)]
+)
+def test_structured_outputs_are_read_like_model_outputs(module, factor):
     model = nn.Sequential()
-    model.add_module("pair", Pair())
+    model.add_module("block", module)
+    x = torch.randn(2, 3, 2)
+    with FeatureCapture(model, "block", capture="output") as capture:
+        model(x)
+    torch.testing.assert_close(capture.features, factor * x.flatten(1))
+
+
+def test_output_without_a_tensor_is_reported():
+    model = nn.Sequential()
+    model.add_module("named", Named("scores"))
     with (
-        FeatureCapture(model, "pair", capture="output"),
-        pytest.raises(TypeError, match=r"module 'pair' to return a tensor, got tuple"),
+        FeatureCapture(model, "named", capture="output"),
+        pytest.raises(
+            TypeError,
+            match=r"module 'named' to return a tensor, .*got a dict with keys "
+            r"\['scores', 'hidden'\]; capture its 'input' or hook another module",
+        ),
     ):
         model(torch.randn(2, 3))
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from oodscore.model_io import ACCEPTED_OUTPUTS, describe, output_tensor
 from oodscore.nn._modules import find_head, locate_module
 
 CaptureWhat = Literal["input", "output"]
@@ -40,8 +41,10 @@ class FeatureCapture:
         model: The model whose forward yields logits.
         module: Name of the submodule to hook; ``None`` hooks the last ``nn.Linear``.
         capture: ``"input"`` (the first positional argument of the module's forward) or
-            ``"output"`` (what it returns); ``"input"`` by default, which for the last
-            linear layer is the penultimate feature vector.
+            ``"output"`` (what it returns: a tensor, or the tensor in a structured output,
+            read as `oodscore.model_io.output_tensor` reads model outputs: ``.logits``,
+            ``["logits"]`` or the first item of a tuple); ``"input"`` by default, which for
+            the last linear layer is the penultimate feature vector.
         flatten: Reshape the recorded tensor to (N, D) (``x.flatten(1)``), so that e.g. the
             (N, C, 1, 1) output of an average-pooling layer becomes (N, C).
         detach: Record ``x.detach()`` (for evaluation-only feature collection).
@@ -99,12 +102,14 @@ class FeatureCapture:
                 )
             value = args[0]
         else:
-            if not isinstance(output, Tensor):
+            found = output_tensor(output)
+            if found is None:
                 raise TypeError(
-                    f"FeatureCapture expected module {self.module_name!r} to return a tensor, "
-                    f"got {type(output).__name__}; capture its 'input' or hook another module."
+                    f"FeatureCapture expected module {self.module_name!r} to return "
+                    f"{ACCEPTED_OUTPUTS}, got {describe(output)}; capture its 'input' or hook "
+                    "another module."
                 )
-            value = output
+            value = found
         if self.flatten and value.ndim > 2:
             value = value.flatten(1)
         self._features = value.detach() if self.detach else value
