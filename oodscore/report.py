@@ -41,7 +41,8 @@ class Report:
     the OOD literature). Columns are the metrics of `oodscore.metrics.ood_metrics`
     (AUROC, AUPR-In, AUPR-Out, FPR at 95% TPR; ID is the positive class). The report can
     also carry the ID task's own quality (``accuracy`` for class targets, ``map`` for
-    multi-hot targets) and the raw scores, which `plot` needs.
+    multi-hot targets), the layer whose features the feature scorers read, and the raw
+    scores, which `plot` needs.
 
     Reports come from `oodscore.evaluate`, `oodscore.evaluate_logits` or
     `from_scores`; the constructor takes finished metrics.
@@ -53,6 +54,8 @@ class Report:
         num_samples: ``{"id": n, ood_set: n, ...}``, the sizes behind the metrics.
         id_scores: ``{scorer: scores of the ID samples}``, for `plot`.
         ood_scores: ``{ood_set: {scorer: scores of that set}}``, for `plot`.
+        feature_layer: The layer the feature scorers read, e.g. ``"fc (input)"`` (set by
+            `oodscore.evaluate` when a feature scorer ran); ``None`` otherwise.
 
     Examples:
         >>> import numpy as np
@@ -82,6 +85,7 @@ class Report:
         num_samples: Mapping[str, int] | None = None,
         id_scores: Mapping[str, Array] | None = None,
         ood_scores: Mapping[str, Mapping[str, Array]] | None = None,
+        feature_layer: str | None = None,
     ) -> None:
         if not metrics:
             raise ValueError("Expected `metrics` to hold at least one (OOD set, scorer) entry.")
@@ -99,6 +103,10 @@ class Report:
                 ood_sets.append(key[0])
             if key[1] not in scorers:
                 scorers.append(key[1])
+        if feature_layer is not None and not isinstance(feature_layer, str):
+            raise TypeError(
+                f"Expected `feature_layer` to be a str or None, got {type(feature_layer).__name__}."
+            )
         if MEAN in ood_sets:
             raise ValueError(f"The OOD-set name {MEAN!r} is reserved for the mean rows; rename it.")
         columns = list(next(iter(metrics.values())))
@@ -132,6 +140,8 @@ class Report:
             k: dict(v) for k, v in (ood_scores or {}).items()
         }
         """Scores of each OOD set per scorer (empty when the report holds no scores)."""
+        self.feature_layer: str | None = feature_layer
+        """The layer whose features the feature scorers read (``"fc (input)"``), or ``None``."""
         if self.id_scores or self.ood_scores:
             self._check_scores()
 
@@ -159,6 +169,7 @@ class Report:
         id_metrics: Mapping[str, float] | None = None,
         tpr: float = 0.95,
         rule: FprRule = "first",
+        feature_layer: str | None = None,
     ) -> Report:
         """Compute the metrics of every (OOD set, scorer) pair from raw scores.
 
@@ -169,6 +180,7 @@ class Report:
             tpr: The TPR of the FPR column (see `oodscore.metrics.fpr_at_tpr`).
             rule: How the FPR column reads the ROC curve (see
                 `oodscore.metrics.fpr_at_tpr`).
+            feature_layer: The layer the feature scorers read, to carry along.
         """
         if not id_scores:
             raise ValueError("Expected `id_scores` to hold at least one scorer.")
@@ -197,6 +209,7 @@ class Report:
             num_samples=sizes,
             id_scores=id_arrays,
             ood_scores=ood_arrays,
+            feature_layer=feature_layer,
         )
 
     def __getitem__(self, key: tuple[str, str]) -> dict[str, float]:
@@ -230,15 +243,16 @@ class Report:
         return out
 
     def __repr__(self) -> str:
+        layer = "" if self.feature_layer is None else f", feature_layer={self.feature_layer!r}"
         return (
             f"Report(ood_sets={list(self.ood_sets)}, scorers={list(self.scorers)}, "
-            f"columns={list(self.columns)}, id_metrics={self.id_metrics})"
+            f"columns={list(self.columns)}, id_metrics={self.id_metrics}{layer})"
         )
 
     # ------------------------------------------------------------------ text formats
 
     def to_markdown(self, *, digits: int = 4) -> str:
-        """A markdown table, preceded by a line on the ID set when its size or metrics are known.
+        """A markdown table, preceded by a line on the ID and OOD sets (and the feature layer).
 
         Args:
             digits: Decimals shown (values are fractions in [0, 1]).
@@ -268,6 +282,8 @@ class Report:
         text = f"ID: {', '.join(parts)}." if parts else ""
         if sets:
             text += (" " if text else "") + f"OOD sets (samples): {', '.join(sets)}."
+        if self.feature_layer is not None:
+            text += (" " if text else "") + f"Features: {_cell(self.feature_layer)}."
         return text
 
     def to_csv(
@@ -297,12 +313,13 @@ class Report:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as plain data: ID metrics, sample sizes, rows and mean rows."""
+        """The report as plain data: ID metrics, sample sizes, feature layer, rows, mean rows."""
         rows = self.rows()
         return {
             "columns": list(self.columns),
             "id_metrics": dict(self.id_metrics),
             "num_samples": dict(self.num_samples),
+            "feature_layer": self.feature_layer,
             "rows": [
                 {"ood_set": s, "scorer": n, **{c: _json_number(v[c]) for c in self.columns}}
                 for s, n, v in rows
@@ -339,7 +356,7 @@ class Report:
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame`` indexed by (ood_set, scorer), mean rows included.
 
-        The ID metrics and sample sizes are in ``DataFrame.attrs``.
+        The ID metrics, sample sizes and feature layer are in ``DataFrame.attrs``.
 
         Raises:
             ImportError: If pandas is not installed.
@@ -360,6 +377,7 @@ class Report:
         )
         frame.attrs["id_metrics"] = dict(self.id_metrics)
         frame.attrs["num_samples"] = dict(self.num_samples)
+        frame.attrs["feature_layer"] = self.feature_layer
         return frame
 
     # ------------------------------------------------------------------ plots

@@ -191,3 +191,35 @@ def test_markdown_escapes_pipes_and_scores_must_cover_rows() -> None:
     assert report.to_markdown().splitlines()[-1] == "| a\\|b | s | 0.5000 |"
     with pytest.raises(ValueError, match=r"1 are missing \(first: \('o', 's'\)\)"):
         Report({("o", "s"): {"auroc": 0.5}}, id_scores={"s": np.ones(2)}, ood_scores={})
+
+
+def test_feature_layer_is_carried_and_shown(report: Report) -> None:
+    assert report.feature_layer is None
+    assert "Features" not in report.to_markdown()
+    assert report.to_dict()["feature_layer"] is None
+    assert "feature_layer" not in repr(report)
+    layered = Report.from_scores(
+        report.id_scores,
+        report.ood_scores,
+        id_metrics={"accuracy": 0.9},
+        feature_layer="fc (input)",
+    )
+    assert layered.feature_layer == "fc (input)"
+    assert layered.rows() == report.rows()  # nothing else changes
+    assert layered.to_markdown().splitlines()[0] == (
+        "ID: 60 samples, accuracy 0.9000. OOD sets (samples): near (40), far (25). "
+        "Features: fc (input)."
+    )
+    assert layered.to_markdown().splitlines()[1:] == report.to_markdown().splitlines()[1:]
+    assert json.loads(layered.to_json())["feature_layer"] == "fc (input)"
+    assert repr(layered).endswith("feature_layer='fc (input)')")
+    only = Report({("o", "s"): {"auroc": 0.5}}, feature_layer="a|b (output)")
+    assert only.to_markdown().splitlines()[0] == "Features: a\\|b (output)."
+    with pytest.raises(TypeError, match="`feature_layer` to be a str or None, got int"):
+        Report({("o", "s"): {"auroc": 0.5}}, feature_layer=3)  # type: ignore[arg-type]
+
+
+def test_to_pandas_carries_the_feature_layer() -> None:
+    pytest.importorskip("pandas")
+    report = Report({("o", "s"): {"auroc": 0.5}}, feature_layer="fc (input)")
+    assert report.to_pandas().attrs["feature_layer"] == "fc (input)"
