@@ -1,118 +1,79 @@
-"""`evaluate`: one forward pass per batch feeds every scorer; the result is a `Report`."""
+"""`evaluate` and `evaluate_logits`: every scorer, logits or features, in one pass; a `Report`."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from oodscore._distributed import gather_samples, rank
-from oodscore._validation import check_logits, check_same_width
+from oodscore._arrays import as_tensor
+from oodscore._model_pass import ModelPass
+from oodscore._validation import check_matrix, check_same_width
 from oodscore.metrics import FprRule
-from oodscore.metrics.classification import (
-    as_logits,
-    check_targets,
-    id_task_metrics,
-    mean_average_precision,
-)
-from oodscore.nn._modules import eval_mode
+from oodscore.metrics.classification import as_logits, id_task_metrics
+from oodscore.model_io import Forward, ModelIO
+from oodscore.nn._modules import eval_mode, find_head, locate_module
+from oodscore.nn.features import CaptureWhat, FeatureCapture
 from oodscore.report import MEAN, Report
-from oodscore.scorers.base import Scorer, get_scorer
+from oodscore.scorer_set import (
+    Scorers,
+    ScorerSpec,
+    fit_unfitted,
+    of_kind,
+    require_fit_data,
+    resolve_scorers,
+    score_all,
+    unfitted,
+)
 
-ScorerSpec = str | Scorer
-"""A registered scorer name or a scorer instance."""
-
-Scorers = ScorerSpec | Sequence[ScorerSpec] | Mapping[str, ScorerSpec]
-"""One scorer, a sequence of them, or ``{label: scorer}`` to name them in the report."""
-
-T = TypeVar("T")
-
-
-def resolve_scorers(scorers: Scorers) -> dict[str, Scorer]:
-    """Turn names, instances or a ``{label: name or instance}`` mapping into ``{label: Scorer}``.
-
-    A name becomes `oodscore.get_scorer` of it with default parameters, labelled by
-    the name; an instance is labelled by its registry name (or its class name when it has
-    none). Two scorers with the same label are an error: pass a mapping to tell them apart.
-
-    Raises:
-        ValueError: On no scorers, an unknown name, a repeated label, or a scorer that does
-            not read logits.
-        TypeError: On something that is neither a name nor a `oodscore.Scorer`.
-
-    Examples:
-        >>> from oodscore import Energy
-        >>> from oodscore.evaluation import resolve_scorers
-        >>> resolve_scorers(["msp", Energy()])
-        {'msp': MSP(temperature=1.0), 'energy': Energy(temperature=1.0)}
-        >>> resolve_scorers({"energy_t2": Energy(temperature=2.0)})
-        {'energy_t2': Energy(temperature=2.0)}
-    """
-    pairs: list[tuple[str | None, Any]]
-    if isinstance(scorers, (str, Scorer)):
-        pairs = [(None, scorers)]
-    elif isinstance(scorers, Mapping):
-        pairs = list(scorers.items())
-    elif isinstance(scorers, Iterable):
-        pairs = [(None, s) for s in scorers]
-    else:
-        raise TypeError(
-            "Expected `scorers` to be a scorer name, a Scorer, a sequence of them or a "
-            f"{{label: scorer}} mapping, got {type(scorers).__name__}."
-        )
-    if not pairs:
-        raise ValueError("Expected `scorers` to name at least one scorer, got none.")
-    resolved: dict[str, Scorer] = {}
-    for label, spec in pairs:
-        if isinstance(spec, str):
-            scorer = get_scorer(spec)
-            default_label = spec
-        elif isinstance(spec, Scorer):
-            scorer = spec
-            default_label = type(spec).name or type(spec).__name__
-        else:
-            raise TypeError(
-                f"Expected each scorer to be a registered name or a Scorer, got {spec!r}."
-            )
-        if scorer.input_kind != "logits":
-            raise ValueError(
-                f"Scorer {scorer!r} reads {scorer.input_kind}, not logits; evaluate and "
-                "evaluate_logits run logit scorers only."
-            )
-        name = default_label if label is None else label
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"Expected scorer labels to be non-empty strings, got {name!r}.")
-        if name in resolved:
-            raise ValueError(
-                f"Two scorers are labelled {name!r}; pass a {{label: scorer}} mapping to "
-                "tell them apart."
-            )
-        resolved[name] = scorer
-    return resolved
+__all__ = ["ScorerSpec", "Scorers", "evaluate", "evaluate_logits", "resolve_scorers"]
 
 
 def evaluate_logits(
     id_logits: Any,
-    ood_logits: Mapping[str, Any],
+    ood_logits: Mapping[str, Any] | None,
     scorers: Scorers,
     *,
     id_targets: Any = None,
+    id_features: Any = None,
+    ood_features: Mapping[str, Any] | None = None,
+    fit_features: Any = None,
+    fit_targets: Any = None,
     tpr: float = 0.95,
     rule: FprRule = "first",
 ) -> Report:
-    r"""Score saved logits with every scorer and report the OOD metrics of each OOD set.
+    r"""Score saved logits and features with every scorer; report each OOD set's metrics.
+
+    Logit scorers score the logits, feature scorers (`oodscore.FittedScorer`) the
+    features. Feature scorers that are not fitted yet are fitted, in place, on
+    ``fit_features`` and ``fit_targets`` first; fitted ones are used as they are.
+
+    With feature scorers only, ``id_logits`` and ``ood_logits`` may be ``None``: the OOD
+    sets are then the keys of ``ood_features`` (and there is no ID accuracy). Arguments
+    that no scorer reads are ignored (features without feature scorers, fit data when
+    every scorer is fitted).
 
     Args:
-        id_logits: (N, C) logits of the ID test set (NumPy array or tensor).
-        ood_logits: ``{name: (M, C) logits}`` of each OOD set.
+        id_logits: (N, C) logits of the ID test set (NumPy array or tensor), or ``None``
+            when only feature scorers are used.
+        ood_logits: ``{name: (M, C) logits}`` of each OOD set, or ``None`` as ``id_logits``.
         scorers: Scorer names or instances, or a ``{label: scorer}`` mapping
             (see `resolve_scorers`).
         id_targets: Optional ID targets: (N,) class indices give the report an ``accuracy``
             (of the arg-max prediction), (N, C) multi-hot labels a macro ``map``
-            (see `oodscore.metrics.classification.mean_average_precision`).
+            (see `oodscore.metrics.classification.mean_average_precision`). They need
+            ``id_logits``.
+        id_features: (N, D) features of the ID test set, one row per row of ``id_logits``;
+            required when a feature scorer is passed.
+        ood_features: ``{name: (M, D) features}`` with the OOD sets of ``ood_logits``;
+            required when a feature scorer is passed.
+        fit_features: (N_fit, D) ID features (usually of the training set) to fit the
+            feature scorers that are not fitted; required then.
+        fit_targets: Their targets: ``None``, class ids (N_fit,) or multi-hot labels
+            (N_fit, C), as the scorers' ``fit`` takes them.
         tpr: The TPR at which the FPR column is read (0.95: FPR95).
         rule: How the FPR column reads the ROC curve, see
             `oodscore.metrics.fpr_at_tpr`.
@@ -122,8 +83,9 @@ def evaluate_logits(
         works.
 
     Raises:
-        ValueError: On NaN/inf logits, OOD logits with another number of columns, empty sets,
-            or targets that fit neither form.
+        ValueError: On NaN/inf inputs, OOD logits or features of another width than the
+            ID ones, row counts of logits and features that differ, empty sets, targets
+            that fit neither form, or a missing argument (named) that a scorer needs.
 
     Examples:
         >>> import torch
@@ -137,21 +99,46 @@ def evaluate_logits(
         >>> energy = report["noise", "energy"]
         >>> round(energy["auroc"], 3), round(report.id_metrics["accuracy"], 3)
         (0.984, 0.98)
+
+        A feature scorer, fitted on training features, next to the logit scorers:
+
+        >>> train = torch.randn(500, 3)
+        >>> report = evaluate_logits(
+        ...     id_logits, ood_logits, ["energy", "mahalanobis"],
+        ...     id_features=torch.randn(200, 3), ood_features={"noise": 3 * torch.randn(100, 3)},
+        ...     fit_features=train)
+        >>> round(report["noise", "mahalanobis"]["auroc"], 3)
+        0.959
     """
     resolved = resolve_scorers(scorers)
-    _check_ood_names(ood_logits, "ood_logits")
-    id_tensor = as_logits(id_logits, "id_logits")
-    ood_tensors = {}
-    for name, logits in ood_logits.items():
-        tensor = as_logits(logits, f"ood_logits[{name!r}]")
-        check_same_width(id_tensor, tensor, ("id_logits", f"ood_logits[{name!r}]"))
-        ood_tensors[name] = tensor
-    id_metrics = {} if id_targets is None else id_task_metrics(id_tensor, id_targets)
+    logit_scorers = of_kind(resolved, "logits")
+    feature_scorers = of_kind(resolved, "features")
+    if id_logits is None or ood_logits is None:
+        _check_no_logits(id_logits, ood_logits, logit_scorers, id_targets)
+        id_tensor, ood_tensors = None, None
+    else:
+        id_tensor, ood_tensors = _logit_sets(id_logits, ood_logits)
+    id_feats, ood_feats = None, None
+    if feature_scorers:
+        id_feats, ood_feats = _feature_sets(id_features, ood_features, feature_scorers)
+        if id_tensor is not None and ood_tensors is not None:
+            _check_rows(id_tensor, ood_tensors, id_feats, ood_feats)
+    names = list(ood_tensors if ood_tensors is not None else (ood_feats or {}))
+    require_fit_data(resolved, fit_features is not None, "fit_features")
+    if unfitted(resolved):
+        fit_unfitted(resolved, _as_features(fit_features, "fit_features"), fit_targets)
+    id_metrics = {}
+    if id_targets is not None and id_tensor is not None:
+        id_metrics = id_task_metrics(id_tensor, id_targets)
     with torch.no_grad():
-        id_scores = {label: scorer(id_tensor) for label, scorer in resolved.items()}
+        id_scores = score_all(resolved, id_tensor, id_feats)
         ood_scores = {
-            name: {label: scorer(tensor) for label, scorer in resolved.items()}
-            for name, tensor in ood_tensors.items()
+            name: score_all(
+                resolved,
+                None if ood_tensors is None else ood_tensors[name],
+                None if ood_feats is None else ood_feats[name],
+            )
+            for name in names
         }
     return Report.from_scores(id_scores, ood_scores, id_metrics=id_metrics, tpr=tpr, rule=rule)
 
@@ -162,6 +149,12 @@ def evaluate(
     ood_loaders: Mapping[str, Iterable[Any]],
     scorers: Scorers,
     *,
+    fit_loader: Iterable[Any] | None = None,
+    feature_layer: str | None = None,
+    feature_capture: CaptureWhat | None = None,
+    input_keys: str | Sequence[str] | None = None,
+    target_key: str | None = "labels",
+    forward: Forward | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
     tpr: float = 0.95,
@@ -169,25 +162,57 @@ def evaluate(
 ) -> Report:
     r"""Run ``model`` over an ID loader and OOD loaders and report every scorer's OOD metrics.
 
-    Each batch goes through the model once, in eval mode and without gradients, and its
-    logits feed every scorer; the mode of every submodule is restored afterwards (also on
-    error). Batches are tensors or ``(inputs, targets, ...)`` tuples/lists. ID targets, when
-    present, add the ID task's quality to the report: ``accuracy`` for (B,) class indices,
-    macro ``map`` for (B, C) multi-hot labels; OOD targets are ignored.
+    Each batch goes through the model once, in eval mode and without gradients: its logits
+    feed the logit scorers, and the features recorded in the same forward pass feed the
+    feature scorers, so K scorers of any kind cost one pass over each test set. The mode
+    of every submodule is restored afterwards (also on error); parameters are not touched.
+
+    **Features** are, by default, the input of the classifier head, the last ``nn.Linear``
+    in module order (`oodscore.nn.output_head`), i.e. the penultimate features. With
+    ``feature_layer`` naming a submodule (e.g. ``"backbone.pool"``), its **output** is used
+    instead; ``feature_capture`` (``"input"`` or ``"output"``) overrides either choice.
+    Each batch's features are flattened to (B, D). The report records the layer in
+    `oodscore.Report.feature_layer` (e.g. ``"fc (input)"``).
+
+    **Fitting.** Feature scorers that are not fitted (`oodscore.FittedScorer`) are fitted,
+    in place, on the features of ``fit_loader`` (in-distribution training data), with its
+    targets (class ids or multi-hot labels; none when its batches carry none); this costs
+    one more pass, over ``fit_loader``. Fitted scorers are used as they are.
+
+    **Batches and outputs** (see `oodscore.model_io`): batches are tensors,
+    ``(inputs, targets, ...)`` tuples/lists, or mappings (Hugging Face style: the
+    ``target_key`` entry holds the targets, the others are keyword inputs,
+    ``model(**inputs)``); the model may return a tensor, an object with ``.logits``, a
+    mapping with ``"logits"`` or a tuple/list whose first item is the logits. ``forward``
+    covers any other case. ID targets, when present, add the ID task's quality to the
+    report: ``accuracy`` for (B,) class indices, macro ``map`` for (B, C) multi-hot labels;
+    OOD targets are not read.
 
     Under ``torch.distributed`` (an initialized default process group), give each loader a
     `torch.utils.data.DistributedSampler`: every rank scores its shard, the scores
-    (and the ID predictions) are gathered from all ranks, and every rank returns the same
-    report, computed on the whole sets. The padding a ``DistributedSampler`` adds to make
-    the shards even is removed when the loader yields every index of its shard (no
-    ``drop_last``), so the numbers equal a single-process run's.
+    (and the ID predictions, and the fit features) are gathered from all ranks, and every
+    rank returns the same report, computed on the whole sets. The padding a
+    ``DistributedSampler`` adds to make the shards even is removed when the loader yields
+    every index of its shard (no ``drop_last``), so the numbers equal a single-process run's.
 
     Args:
-        model: A module mapping a batch of inputs to (B, C) logits.
+        model: A module mapping a batch of inputs to (B, C) logits (or an output holding them).
         id_loader: Iterable of ID test batches (usually a ``DataLoader``).
         ood_loaders: ``{name: loader}``, one per OOD set (``"mean"`` is reserved).
         scorers: Scorer names or instances, or a ``{label: scorer}`` mapping
-            (see `resolve_scorers`); only logit scorers apply.
+            (see `resolve_scorers`): logit and feature scorers.
+        fit_loader: ID batches (usually the training set) to fit the feature scorers that
+            are not fitted; required then, not read otherwise.
+        feature_layer: The submodule (dotted name, with or without DDP's ``module.``) whose
+            output the feature scorers read; ``None``: the input of the classifier head.
+        feature_capture: ``"input"`` or ``"output"`` of the feature layer; ``None``: the
+            head's input, or a named layer's output.
+        input_keys: For mapping batches, which entries are the inputs: ``None`` (all but
+            the targets, as keywords), one key (passed positionally) or several (keywords).
+        target_key: For mapping batches, the key of the targets; ``None`` reads no targets
+            from any batch.
+        forward: ``forward(model, batch) -> output or logits``, replacing ``model(inputs)``;
+            the batch's tensors are moved to ``device`` first.
         device: Where inputs go; by default the device of the model's first parameter
             (CPU for a model without parameters).
         progress: Show a progress bar per loop when ``tqdm`` is installed (rank 0 only);
@@ -197,7 +222,14 @@ def evaluate(
             `oodscore.metrics.fpr_at_tpr`.
 
     Returns:
-        A `oodscore.Report` holding the metrics and the scores.
+        A `oodscore.Report` holding the metrics, the scores and the feature layer.
+
+    Raises:
+        ValueError: On a feature scorer that is not fitted without ``fit_loader``, a feature
+            layer that does not exist or does not run, NaN/inf logits or features, or
+            loaders that yield nothing.
+        TypeError: On batches or outputs of an unknown form (the message says what was
+            found and what to pass), or on a model scorer.
 
     Examples:
         >>> import torch
@@ -214,148 +246,153 @@ def evaluate(
         >>> msp = report["small", "msp"]
         >>> report.id_metrics, msp["auroc"] > 0.9
         ({'accuracy': 1.0}, True)
+
+        Mahalanobis on the head's input, fitted on a fit loader, next to energy:
+
+        >>> mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+        ...                           torch.nn.Linear(8, 3))
+        >>> fit_set = TensorDataset(torch.randn(300, 4), torch.arange(300) % 3)
+        >>> report = evaluate(mlp, DataLoader(torch.randn(64, 4), batch_size=16),
+        ...                   {"far": DataLoader(20 * torch.randn(32, 4), batch_size=16)},
+        ...                   ["energy", "mahalanobis"], progress=False,
+        ...                   fit_loader=DataLoader(fit_set, batch_size=64))
+        >>> report.feature_layer, report["far", "mahalanobis"]["auroc"] > 0.9
+        ('2 (input)', True)
     """
     resolved = resolve_scorers(scorers)
     _check_ood_names(ood_loaders, "ood_loaders")
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}.")
+    io = ModelIO(input_keys=input_keys, target_key=target_key, forward=forward)
+    require_fit_data(resolved, fit_loader is not None, "fit_loader")
+    layer = None
+    if of_kind(resolved, "features"):
+        layer = _feature_layer(model, feature_layer, feature_capture)
     target_device = _model_device(model) if device is None else torch.device(device)
-    with eval_mode(model), torch.no_grad():
-        id_run = _Run(model, resolved, target_device, keep_targets=True)
-        id_run.consume(id_loader, "ID", progress)
-        ood_runs = {}
-        for name, loader in ood_loaders.items():
-            run = _Run(model, resolved, target_device, keep_targets=False)
-            run.consume(loader, name, progress)
-            ood_runs[name] = run
+    with ExitStack() as stack:
+        stack.enter_context(eval_mode(model))
+        stack.enter_context(torch.no_grad())
+        capture = None
+        if layer is not None:
+            capture = FeatureCapture(model, layer[0], capture=layer[1], detach=True)
+            stack.enter_context(capture)
+        runner = ModelPass(model, io, target_device, capture, progress=progress)
+        if fit_loader is not None and unfitted(resolved):
+            fit_unfitted(resolved, *runner.fit_data(fit_loader))
+        id_run = runner.scores(id_loader, "ID", resolved, keep_targets=True)
+        ood_runs = {
+            name: runner.scores(loader, name, resolved, keep_targets=False)
+            for name, loader in ood_loaders.items()
+        }
     id_scores = id_run.gathered_scores(id_loader)
     ood_scores = {name: run.gathered_scores(ood_loaders[name]) for name, run in ood_runs.items()}
     id_metrics = id_run.gathered_id_metrics(id_loader)
-    return Report.from_scores(id_scores, ood_scores, id_metrics=id_metrics, tpr=tpr, rule=rule)
-
-
-SCORE_CHUNK_ELEMENTS = 1 << 20
-"""Logits (elements) buffered before the scorers run: 4 MiB of float32.
-
-Scoring each batch separately costs one small call per scorer and batch; on CPU a small
-tensor op can cost far more than its arithmetic when the thread pool has to wake up (tens
-of milliseconds on a loaded machine). Buffering a few MiB of logits bounds the memory and
-turns hundreds of calls into a few.
-"""
-
-
-class _Run:
-    """Scores (and, for the ID set, predictions and targets) of one loader, batch by batch."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        scorers: dict[str, Scorer],
-        device: torch.device,
-        *,
-        keep_targets: bool,
-    ) -> None:
-        self.model = model
-        self.scorers = scorers
-        self.device = device
-        self.keep_targets = keep_targets
-        self.scores: dict[str, list[Tensor]] = {label: [] for label in scorers}
-        self.pending: list[Tensor] = []
-        self.pending_elements = 0
-        self.pending_first = 0
-        self.logits: list[Tensor] = []
-        """ID only: arg-max predictions (class targets) or logits (multi-hot targets)."""
-        self.targets: list[Tensor] = []
-        self.num_classes = 0
-
-    def consume(self, loader: Iterable[Any], name: str, show: bool) -> None:
-        """Run the model on every batch of ``loader`` and score its logits."""
-        seen_targets: bool | None = None
-        for index, batch in enumerate(_progress(loader, name, show)):
-            inputs, targets = _split_batch(batch, name, index)
-            logits = self.model(inputs.to(self.device, non_blocking=True))
-            if not isinstance(logits, Tensor):
-                raise TypeError(
-                    f"Expected the model to return a logits tensor, got {type(logits).__name__} "
-                    f"(batch {index} of {name!r})."
-                )
-            where = f"the model output on batch {index} of {name!r}"
-            if logits.ndim != 2:
-                raise ValueError(
-                    f"Expected {where} to be 2-D (B, C) logits, got shape {tuple(logits.shape)}."
-                )
-            if self.num_classes and logits.shape[1] != self.num_classes:
-                raise ValueError(
-                    f"Expected {where} to have {self.num_classes} columns like the batches "
-                    f"before, got shape {tuple(logits.shape)}."
-                )
-            self.num_classes = logits.shape[1]
-            if not self.pending:
-                self.pending_first = index
-            self.pending.append(logits)
-            self.pending_elements += logits.numel()
-            if self.pending_elements >= SCORE_CHUNK_ELEMENTS:
-                self._score_pending(name, index)
-            if self.keep_targets:
-                if seen_targets is not None and seen_targets != (targets is not None):
-                    raise ValueError(
-                        f"Expected every batch of {name!r} to carry targets or none to, but "
-                        f"batch {index} differs from the first."
-                    )
-                seen_targets = targets is not None
-                if targets is not None:
-                    self._keep(logits, targets, name, index)
-        if self.num_classes == 0:
-            raise ValueError(f"The {name!r} loader yielded no samples.")
-        self._score_pending(name, index)
-
-    def _keep(self, logits: Tensor, targets: Tensor, name: str, index: int) -> None:
-        """Keep what the ID metric needs: predictions for class indices, logits for multi-hot."""
-        if self.targets and targets.ndim != self.targets[0].ndim:
-            raise ValueError(
-                f"Expected the targets of every batch of {name!r} to have the same number of "
-                f"dimensions, but batch {index} has shape {tuple(targets.shape)} and the first "
-                f"{tuple(self.targets[0].shape)}."
-            )
-        self.targets.append(targets.to(logits.device))
-        self.logits.append(logits.argmax(dim=1) if targets.ndim == 1 else logits.float())
-
-    def _score_pending(self, name: str, last: int) -> None:
-        """Check the buffered logits once (one device sync per chunk, not per batch), score."""
-        if not self.pending:
-            return
-        logits = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
-        first = self.pending_first
-        where = f"batch {first}" if first == last else f"batches {first}-{last}"
-        check_logits(logits, f"model output on {where} of {name!r}")
-        self.pending, self.pending_elements = [], 0
-        for label, scorer in self.scorers.items():
-            self.scores[label].append(scorer(logits).float())
-
-    def gathered_scores(self, loader: Iterable[Any]) -> dict[str, Tensor]:
-        """Every scorer's scores, from all ranks under torch.distributed."""
-        return {
-            label: gather_samples(torch.cat(parts), loader).cpu()
-            for label, parts in self.scores.items()
-        }
-
-    def gathered_id_metrics(self, loader: Iterable[Any]) -> dict[str, float]:
-        """Accuracy or mAP of the ID set when its batches carried targets."""
-        if not self.targets:
-            return {}
-        kept = torch.cat(self.logits)
-        targets = torch.cat(self.targets)
-        check_targets(targets, torch.Size((len(kept), self.num_classes)), "ID loader targets")
-        if targets.ndim == 1:
-            # Gather one correctness flag per sample rather than the logits.
-            correct = (kept == targets).to(torch.float32)
-            return {"accuracy": float(gather_samples(correct, loader).double().mean())}
-        logits = gather_samples(kept, loader)
-        targets = gather_samples(targets.to(torch.float32), loader)
-        return {"map": mean_average_precision(logits, targets)}
+    return Report.from_scores(
+        id_scores,
+        ood_scores,
+        id_metrics=id_metrics,
+        tpr=tpr,
+        rule=rule,
+        feature_layer=None if layer is None else f"{layer[0]} ({layer[1]})",
+    )
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _feature_layer(
+    model: nn.Module, name: str | None, capture: CaptureWhat | None
+) -> tuple[str, CaptureWhat]:
+    """The qualified name of the feature layer and which side of it is captured."""
+    if capture not in (None, "input", "output"):
+        raise ValueError(
+            f"Expected `feature_capture` to be None, 'input' or 'output', got {capture!r}."
+        )
+    if name is None:
+        return find_head(model, argument="feature_layer"), capture or "input"
+    found, _ = locate_module(model, name, argument="feature_layer", unwrap=True)
+    return found, capture or "output"
+
+
+def _check_no_logits(
+    id_logits: Any, ood_logits: Any, logit_scorers: list[str], id_targets: Any
+) -> None:
+    """Without logits: only feature scorers, both logit arguments None, no targets."""
+    if (id_logits is None) != (ood_logits is None):
+        given, missing = ("id_logits", "ood_logits")[:: 1 if ood_logits is None else -1]
+        raise ValueError(f"Expected `{missing}` with `{given}`: pass both or neither, got None.")
+    if logit_scorers:
+        raise ValueError(
+            f"Expected `id_logits` and `ood_logits` for the logit scorers {logit_scorers}, "
+            "got None."
+        )
+    if id_targets is not None:
+        raise ValueError(
+            "Expected `id_logits` with `id_targets`: the ID accuracy or mAP is read from them."
+        )
+
+
+def _logit_sets(id_logits: Any, ood_logits: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+    _check_ood_names(ood_logits, "ood_logits")
+    id_tensor = as_logits(id_logits, "id_logits")
+    ood_tensors = {}
+    for name, logits in ood_logits.items():
+        tensor = as_logits(logits, f"ood_logits[{name!r}]")
+        check_same_width(id_tensor, tensor, ("id_logits", f"ood_logits[{name!r}]"))
+        ood_tensors[name] = tensor
+    return id_tensor, ood_tensors
+
+
+def _feature_sets(
+    id_features: Any, ood_features: Mapping[str, Any] | None, labels: list[str]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    for argument, value in (("id_features", id_features), ("ood_features", ood_features)):
+        if value is None:
+            raise ValueError(f"Expected `{argument}` for the feature scorers {labels}, got None.")
+    assert ood_features is not None
+    _check_ood_names(ood_features, "ood_features")
+    id_tensor = _as_features(id_features, "id_features")
+    ood_tensors = {}
+    for name, features in ood_features.items():
+        argument = f"ood_features[{name!r}]"
+        tensor = _as_features(features, argument)
+        check_same_width(id_tensor, tensor, ("id_features", argument), what="features", symbol="D")
+        ood_tensors[name] = tensor
+    return id_tensor, ood_tensors
+
+
+def _as_features(x: Any, name: str) -> Tensor:
+    """``x`` as a checked (N, D) floating tensor with N >= 1."""
+    tensor, _ = as_tensor(x, name)
+    check_matrix(tensor, name, columns="D")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"Expected `{name}` to have at least one row, got shape (0, D).")
+    return tensor
+
+
+def _check_rows(
+    id_logits: Tensor,
+    ood_logits: Mapping[str, Tensor],
+    id_features: Tensor,
+    ood_features: Mapping[str, Tensor],
+) -> None:
+    """The OOD sets of logits and features agree, and so do the rows of each set."""
+    if set(ood_logits) != set(ood_features):
+        raise ValueError(
+            f"Expected `ood_features` to hold the OOD sets of `ood_logits`, "
+            f"{list(ood_logits)}, got {list(ood_features)}."
+        )
+    pairs = [("id_logits", "id_features", id_logits, id_features)]
+    pairs += [
+        (f"ood_logits[{n!r}]", f"ood_features[{n!r}]", t, ood_features[n])
+        for n, t in ood_logits.items()
+    ]
+    for logits_name, features_name, logits, features in pairs:
+        if logits.shape[0] != features.shape[0]:
+            raise ValueError(
+                f"Expected `{features_name}` to have one row per row of `{logits_name}` "
+                f"(N = {logits.shape[0]}), got shape {tuple(features.shape)}."
+            )
 
 
 def _check_ood_names(sets: Mapping[str, Any], name: str) -> None:
@@ -374,42 +411,9 @@ def _check_ood_names(sets: Mapping[str, Any], name: str) -> None:
             )
 
 
-def _split_batch(batch: Any, name: str, index: int) -> tuple[Tensor, Tensor | None]:
-    """``(inputs, targets or None)`` of a tensor or an ``(inputs, targets, ...)`` batch."""
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        targets = batch[1] if len(batch) > 1 else None
-        if targets is not None and not isinstance(targets, Tensor):
-            raise TypeError(
-                f"Expected the targets of batch {index} of {name!r} to be a tensor, got "
-                f"{type(targets).__name__}."
-            )
-        return batch[0], targets
-    raise TypeError(
-        f"Expected batch {index} of {name!r} to be a tensor or an (inputs, targets) tuple "
-        f"of tensors, got {type(batch).__name__}."
-    )
-
-
 def _model_device(model: nn.Module) -> torch.device:
     for parameter in model.parameters():
         return parameter.device
     for buffer in model.buffers():
         return buffer.device
     return torch.device("cpu")
-
-
-def _progress(iterable: Iterable[T], name: str, show: bool) -> Iterable[T]:
-    """``iterable`` wrapped in a tqdm bar when asked, installed, and on rank 0."""
-    if not show or rank() != 0:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    total = len(iterable) if isinstance(iterable, Sized) else None
-    bar: Iterator[T] = tqdm(
-        iterable, desc=f"oodscore {name}", total=total, leave=False, file=sys.stderr
-    )
-    return bar

@@ -234,6 +234,13 @@ class _FeatureScorer(Scorer):
         return logits.sum(1)
 
 
+class _ModelScorer(Scorer):
+    input_kind = "model"
+
+    def score(self, logits: Tensor) -> Tensor:
+        return logits.sum(1)
+
+
 @pytest.mark.parametrize(
     ("scorers", "error", "match"),
     [
@@ -242,7 +249,12 @@ class _FeatureScorer(Scorer):
         (["energyy"], ValueError, "Did you mean 'energy'"),
         ([3], TypeError, "registered name or a Scorer"),
         (3, TypeError, "Expected `scorers`"),
-        ([_FeatureScorer()], ValueError, "reads features, not logits"),
+        (
+            [_FeatureScorer()],
+            ValueError,
+            r"`id_features` for the feature scorers \['_FeatureScorer'\]",
+        ),
+        ([_ModelScorer()], TypeError, "do not support model scorers yet"),
     ],
 )
 def test_bad_scorers(scorers: Any, error: type[Exception], match: str) -> None:
@@ -255,7 +267,13 @@ def test_bad_scorers(scorers: Any, error: type[Exception], match: str) -> None:
     [
         (np.full((2, 3), np.nan), {"o": np.zeros((2, 3))}, None, ValueError, "`id_logits`.*NaN"),
         (np.zeros((2, 3)), {"o": np.array([[0, np.inf, 0]])}, None, ValueError, "±inf"),
-        (np.zeros((2, 3)), {"o": np.zeros((2, 4))}, None, ValueError, r"as many classes as `id_logits` \(C = 3\)"),
+        (
+            np.zeros((2, 3)),
+            {"o": np.zeros((2, 4))},
+            None,
+            ValueError,
+            r"as many classes as `id_logits` \(C = 3\)",
+        ),
         (np.zeros((0, 3)), {"o": np.zeros((2, 3))}, None, ValueError, "at least one row"),
         (np.zeros(3), {"o": np.zeros((2, 3))}, None, ValueError, "2-D"),
         (np.zeros((2, 3)), {}, None, ValueError, "at least one OOD set"),
@@ -282,9 +300,9 @@ class _ScalarNet(nn.Module):
         return x.sum()
 
 
-class _TupleNet(nn.Module):
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x, x
+class _DictNet(nn.Module):
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {"scores": x, "hidden": x}
 
 
 def test_bad_batches_and_models() -> None:
@@ -300,8 +318,12 @@ def test_bad_batches_and_models() -> None:
         )
     with pytest.raises(ValueError, match="'o' loader yielded no samples"):
         evaluate(model, [x], {"o": []}, "msp", progress=False)
-    with pytest.raises(TypeError, match="return a logits tensor, got tuple"):
-        evaluate(_TupleNet(), [x], {"o": [x]}, "msp", progress=False)
+    with pytest.raises(
+        TypeError,
+        match=r"returned a dict with keys \['scores', 'hidden'\]; pass forward=\.\.\. .* or "
+        r"return 'logits'",
+    ):
+        evaluate(_DictNet(), [x], {"o": [x]}, "msp", progress=False)
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         evaluate(lambda t: t, [x], {"o": [x]}, "msp", progress=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"3 columns like the batches before, got shape \(4, 5\)"):
@@ -319,7 +341,7 @@ def test_chunked_scoring_equals_one_chunk(monkeypatch: pytest.MonkeyPatch) -> No
     x = torch.randn(50, 4)
     loaders = (DataLoader(x, batch_size=6), {"o": DataLoader(x[:20] * 3, batch_size=6)})
     whole = evaluate(model, *loaders, ["msp", "gen"], progress=False)
-    monkeypatch.setattr("oodscore.evaluation.SCORE_CHUNK_ELEMENTS", 7)  # every batch alone
+    monkeypatch.setattr("oodscore._model_pass.SCORE_CHUNK_ELEMENTS", 7)  # every batch alone
     chunked = evaluate(model, *loaders, ["msp", "gen"], progress=False)
     for scorer in ("msp", "gen"):
         np.testing.assert_allclose(whole.id_scores[scorer], chunked.id_scores[scorer], rtol=1e-6)
