@@ -2,7 +2,8 @@
 
 Each subcommand lives in a module of `oodscore.commands` that defines
 ``register(subparsers)``. Bad input never ends in a traceback: `CLIError`,
-``ValueError``, ``TypeError`` and ``OSError`` become one line on stderr and exit code 2.
+``ValueError``, ``TypeError`` and ``OSError`` become one line on stderr and exit code 2;
+a warning is one line ``oodscore: warning: ...``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from oodscore import __version__
 from oodscore.commands import COMMANDS
@@ -41,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        code: int = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code: int = args.run(args)
     except BrokenPipeError:  # stdout closed early (`oodscore demo | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
@@ -50,6 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"oodscore: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     return code
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning as one line, without the source location meant for programmers."""
+    text = str(message).strip().replace("\n", " ")
+    print(f"oodscore: warning: {text}", file=sys.stderr if file is None else file)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,6 @@
-"""Safe reading and writing of score and logit files: nothing is unpickled, nothing overwritten.
+"""Safe reading and writing of array files (logits, features, targets, scores).
+
+Nothing is unpickled, nothing overwritten.
 
 Readers accept ``.npy``, ``.npz``, ``.pt``/``.pth`` and ``.csv``. They never execute code from a
 file: NumPy files load with ``allow_pickle=False`` and torch files with ``weights_only=True``.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import secrets
 import stat
 import warnings
@@ -70,14 +73,61 @@ def _load_npz(path: Path, key: str | None) -> np.ndarray[Any, Any]:
         raise ValueError(f"Cannot read {str(path)!r}: {error}") from None
 
 
-def _load_torch(path: Path, key: str | None) -> np.ndarray[Any, Any]:
+def load_torch(path: str | os.PathLike[str]) -> object:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` onto the CPU.
+
+    Only tensors, numbers, strings and containers of them come back: a file that would need
+    other classes (pickled code) is refused before anything in it runs.
+
+    Raises:
+        ValueError: If the file is not a torch file or needs more than weights to load.
+        OSError: If the file is missing or cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such file: {str(path)!r}.")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses
             warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise ValueError(f"Cannot read {str(path)!r} as safe torch weights: {first_line}") from None
+        reason = _torch_load_reason(error)
+        raise ValueError(f"Cannot read {str(path)!r} as safe torch weights: {reason}") from None
+
+
+def _torch_load_reason(error: Exception) -> str:
+    """One sentence of why ``torch.load`` failed, without torch's advice to load unsafely."""
+    text = str(error).strip()
+    if isinstance(error, pickle.UnpicklingError):
+        detail = text.partition("WeightsUnpickler error:")[2]
+        detail = " ".join(detail.partition("Check the documentation")[0].split()).split(". ")[0]
+        reason = "it holds more than tensors, numbers and strings, and loading it could run code"
+        return f"{reason} ({detail.rstrip('.')})." if detail else f"{reason}."
+    first_line = text.splitlines()[0] if text else type(error).__name__
+    return first_line.split(". ")[0].rstrip(".") + "."
+
+
+def load_targets(path: str | os.PathLike[str], *, key: str | None = None) -> np.ndarray[Any, Any]:
+    """Read targets with `load_array`: class ids (N,) as int64, or multi-hot labels (N, C).
+
+    A one-column array (a CSV of one value per line) is read as class ids; whole numbers
+    stored as floats become int64.
+
+    Raises:
+        ValueError: On class ids that are not whole numbers, and as `load_array`.
+    """
+    targets = load_array(path, key=key)
+    if targets.ndim == 2 and targets.shape[1] == 1:  # a one-column CSV of classes
+        targets = targets[:, 0]
+    if targets.ndim == 1 and targets.dtype.kind == "f":
+        if not (targets == targets.round()).all():
+            raise ValueError(f"{str(path)!r} holds non-integer class indices.")
+        targets = targets.astype("int64")
+    return targets
+
+
+def _load_torch(path: Path, key: str | None) -> np.ndarray[Any, Any]:
+    obj = load_torch(path)
     if isinstance(obj, dict):
         keys = [str(k) for k in obj]
         obj = obj[_pick_key(path, keys, key)]
@@ -157,6 +207,32 @@ def write_atomic(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def check_outputs(
+    outputs: Iterable[str | os.PathLike[str]],
+    inputs: Iterable[str | os.PathLike[str]],
+    *,
+    force: bool = False,
+) -> None:
+    """Check, before any work, that the ``outputs`` can be written.
+
+    Raises:
+        ValueError: If an output is one of ``inputs`` or two outputs are the same file.
+        FileExistsError: If an output exists and ``force`` is false.
+    """
+    resolved_inputs = {Path(p).resolve() for p in inputs}
+    seen = set()
+    for output in outputs:
+        path = Path(output)
+        resolved = path.resolve()
+        if resolved in resolved_inputs:
+            raise ValueError(f"Refusing to overwrite the input file {str(path)!r}.")
+        if resolved in seen:
+            raise ValueError(f"Two outputs are the same file {str(path)!r}.")
+        seen.add(resolved)
+        if path.exists() and not force:
+            raise FileExistsError(f"{str(path)!r} exists; pass --force to overwrite it.")
 
 
 def check_suffix(path: str | os.PathLike[str]) -> str:

@@ -241,3 +241,13 @@ def test_npz_key_and_multi_hot_targets(
     code, _, err = run([a for a in argv if a not in ("--key", "logits")], capsys)
     assert code == 2
     assert "holds 2 arrays (logits, other); choose one with --key" in err
+
+
+def test_output_and_plot_must_differ(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    same = tmp_path / "report.png"
+    code, out, err = run([*base(files), "-o", str(same), "--plot", str(same)], capsys)
+    assert (code, out) == (2, "")
+    assert err == f"oodscore: error: Two outputs are the same file '{same}'.\n"
+    assert not same.exists()

@@ -1,52 +1,63 @@
-"""``oodscore eval``: OOD metrics of several scorers on saved ID and OOD logits."""
+"""``oodscore eval``: OOD metrics of several scorers on saved logits and features.
+
+Logit scorers read ``--id``/``--ood`` logits; feature scorers read ``--id-features``/
+``--ood-features``, fitted on ``--fit-features`` (``--fit-targets``) or read from ``--state``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 from pathlib import Path
 from typing import Any
 
-from oodscore.commands.score import parse_params
+from oodscore.commands.score import check_kind, parse_params, refuse_feature_options
 from oodscore.evaluation import evaluate_logits
-from oodscore.io import load_array, write_atomic
+from oodscore.io import check_outputs, load_array, load_targets, write_atomic
 from oodscore.report import MEAN, Report
-from oodscore.scorers.base import SCORERS, Scorer
+from oodscore.scorers.base import SCORERS, FittedScorer, Scorer
+from oodscore.state_file import load_state
 
 FORMATS = ("markdown", "csv", "json")
+
+FEATURE_OPTIONS = ("id_features", "ood_features", "fit_features", "fit_targets")
+"""The options (``args`` attributes) that only feature scorers take."""
 
 
 def register(subparsers: Any) -> None:
     """Add the ``eval`` subcommand."""
     parser = subparsers.add_parser(
         "eval",
-        help="OOD metrics of scorers on saved ID and OOD logits",
+        help="OOD metrics of scorers on saved ID and OOD logits or features",
         description=(
-            "Score the ID logits and each OOD set's logits with every --scorer and report "
-            "AUROC, AUPR-In, AUPR-Out and FPR at 95% TPR (ID positive) per OOD set and scorer, "
-            "with the mean over OOD sets. Files are read without unpickling; outputs are "
-            "written atomically and never over an input or an existing file without --force."
+            "Score the ID set and each OOD set with every scorer (logit scorers on --id/--ood "
+            "logits, feature scorers on --id-features/--ood-features) and report AUROC, "
+            "AUPR-In, AUPR-Out and FPR at 95% TPR (ID positive) per OOD set and scorer, with "
+            "the mean over OOD sets. Files are read without unpickling; outputs are written "
+            "atomically and never over an input or an existing file without --force."
         ),
     )
     parser.add_argument(
         "--id",
         dest="id_path",
         type=Path,
-        required=True,
         metavar="ID_LOGITS",
         help="(N, C) logits of the ID test set (.npy, .npz, .pt, .csv)",
     )
     parser.add_argument(
         "--ood",
         action="append",
-        required=True,
+        default=[],
         metavar="NAME=PATH",
         help="an OOD set's (M, C) logits, repeatable",
     )
     parser.add_argument(
         "--scorer",
         action="append",
-        required=True,
+        dest="scorers",
+        default=[],
+        type=lambda text: ("scorer", text),
         metavar="NAME[:KEY=VALUE,...]",
         help="a scorer from `oodscore list`, repeatable; parameters after a colon "
         "(e.g. --scorer energy:temperature=2)",
@@ -71,17 +82,52 @@ def register(subparsers: Any) -> None:
         help="also save score histograms and ROC curves (.png, .pdf, .svg; needs matplotlib)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    group = parser.add_argument_group(
+        "feature scorers",
+        "features for scorers that read them (`oodscore list` marks them [features])",
+    )
+    group.add_argument(
+        "--id-features", type=Path, metavar="PATH", help="(N, D) features of the ID test set"
+    )
+    group.add_argument(
+        "--ood-features",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an OOD set's (M, D) features, repeatable; the same names as --ood",
+    )
+    group.add_argument(
+        "--fit-features",
+        type=Path,
+        metavar="PATH",
+        help="(N, D) ID features to fit the feature scorers of --scorer on",
+    )
+    group.add_argument(
+        "--fit-targets",
+        type=Path,
+        metavar="PATH",
+        help="targets of --fit-features: (N,) class ids or (N, C) multi-hot labels",
+    )
+    group.add_argument(
+        "--state",
+        action="append",
+        dest="scorers",
+        type=lambda text: ("state", text),
+        metavar="[LABEL=]STATE",
+        help="a fitted feature scorer from a state file (`oodscore score --save-state`), "
+        "repeatable; labelled LABEL, or by its name and parameters",
+    )
     parser.set_defaults(run=run)
 
 
-def parse_ood(items: list[str]) -> dict[str, Path]:
+def parse_ood(items: list[str], option: str = "--ood") -> dict[str, Path]:
     """``["name=path", ...]`` as ``{name: path}``; names are unique and not ``mean``."""
     sets: dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
         name = name.strip()
         if not sep or not name or not path:
-            raise ValueError(f"Expected --ood NAME=PATH, got {item!r}.")
+            raise ValueError(f"Expected {option} NAME=PATH, got {item!r}.")
         if name in sets:
             raise ValueError(f"The OOD set {name!r} is given twice.")
         if name == MEAN:
@@ -90,42 +136,126 @@ def parse_ood(items: list[str]) -> dict[str, Path]:
     return sets
 
 
-def parse_scorers(items: list[str]) -> dict[str, Scorer]:
-    """``["name", "name:key=value,key=value", ...]`` as ``{label: scorer}``, labels as given."""
+def _build_scorer(item: str) -> Scorer:
+    name, _, params = item.partition(":")
+    cls = SCORERS.get_class(name.strip())
+    pairs = [p.strip() for p in params.split(",") if p.strip()] if params else []
+    return cls(**parse_params(pairs, cls))
+
+
+def scorer_label(scorer: Scorer) -> str:
+    """``name[:key=value,...]`` with the parameters that differ from their defaults.
+
+    It is the `--scorer` text that builds the same scorer.
+    """
+    signature = inspect.signature(type(scorer))
+    changed = [
+        f"{key}={value!r}"
+        for key, value in scorer.get_params().items()
+        if value != signature.parameters[key].default
+    ]
+    name = type(scorer).name
+    return f"{name}:{','.join(changed)}" if changed else name
+
+
+def _state_path(item: str) -> tuple[str | None, Path]:
+    """``[LABEL=]PATH`` of ``--state``."""
+    label, sep, path = item.partition("=")
+    if not sep:
+        return None, Path(item)
+    if not label.strip() or not path:
+        raise ValueError(f"Expected --state [LABEL=]PATH, got {item!r}.")
+    return label.strip(), Path(path)
+
+
+def _resolve(items: list[tuple[str, str]]) -> tuple[dict[str, Scorer], dict[str, Path]]:
+    """Scorers of ``--scorer`` and ``--state`` in command-line order, and the state files."""
     scorers: dict[str, Scorer] = {}
-    for item in items:
-        name, _, params = item.partition(":")
-        cls = SCORERS.get_class(name.strip())
-        pairs = [p for p in params.split(",") if p.strip()] if params else []
-        if item in scorers:
-            raise ValueError(f"The scorer {item!r} is given twice.")
-        scorers[item] = cls(**parse_params([p.strip() for p in pairs], cls))
-    return scorers
+    states: dict[str, Path] = {}
+    for option, item in items:
+        if option == "scorer":
+            label, scorer = item, _build_scorer(item)
+        else:
+            given, path = _state_path(item)
+            scorer = load_state(path)
+            label = given if given is not None else scorer_label(scorer)
+        if label in scorers:
+            if option == "scorer" and label not in states:
+                raise ValueError(f"The scorer {label!r} is given twice.")
+            raise ValueError(
+                f"Two scorers are labelled {label!r}; name the one of a state file with "
+                "--state LABEL=PATH."
+            )
+        check_kind(label, scorer)
+        scorers[label] = scorer
+        if option == "state":
+            states[label] = path
+    return scorers, states
+
+
+def check_inputs(args: argparse.Namespace, scorers: dict[str, Scorer]) -> None:
+    """Each kind of scorer has its inputs, and no option is given that nothing would read."""
+    logit = [label for label, s in scorers.items() if s.input_kind == "logits"]
+    feature = [label for label, s in scorers.items() if s.input_kind == "features"]
+    to_fit = [
+        label for label, s in scorers.items() if isinstance(s, FittedScorer) and not s.is_fitted
+    ]
+    if logit and (args.id_path is None or not args.ood):
+        raise ValueError(
+            f"{logit[0]!r} reads logits: give --id ID_LOGITS and --ood NAME=PATH for each OOD set."
+        )
+    if (args.id_path is None) != (not args.ood):
+        raise ValueError("--id and --ood go together: give both or neither.")
+    if args.id_targets is not None and args.id_path is None:
+        raise ValueError("--id-targets needs --id: the ID accuracy or mAP is read from the logits.")
+    if feature and (args.id_features is None or not args.ood_features):
+        raise ValueError(
+            f"{feature[0]!r} reads features: give --id-features PATH and --ood-features "
+            "NAME=PATH for each OOD set."
+        )
+    if not feature:
+        refuse_feature_options(args, FEATURE_OPTIONS, "none is given")
+    if to_fit and args.fit_features is None:
+        raise ValueError(
+            f"{to_fit[0]!r} is a feature scorer to fit: give --fit-features PATH (ID features, "
+            "with --fit-targets PATH for class-based scorers), or a fitted one with --state."
+        )
+    if feature and not to_fit and args.fit_features is not None:
+        raise ValueError(
+            "--fit-features fits the feature scorers of --scorer; those of --state are fitted."
+        )
+    if args.fit_targets is not None and args.fit_features is None:
+        raise ValueError("--fit-targets needs --fit-features (the features they label).")
+
+
+def _check_same_sets(ood: dict[str, Path], ood_features: dict[str, Path]) -> None:
+    if ood and ood_features and list(ood) != list(ood_features):
+        missing = [n for n in ood if n not in ood_features]
+        extra = [n for n in ood_features if n not in ood]
+        if missing or extra:
+            raise ValueError(
+                "--ood-features must name the same OOD sets as --ood: "
+                f"missing {missing}, unexpected {extra}."
+            )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the logits, evaluate, print or write the report (and the plot)."""
+    """Load the logits and features, evaluate, print or write the report (and the plot)."""
+    if not args.scorers:
+        raise ValueError("Give at least one --scorer NAME or --state STATE.")
     ood_paths = parse_ood(args.ood)
-    scorers = parse_scorers(args.scorer)
-    inputs = [args.id_path, *ood_paths.values()]
-    if args.id_targets is not None:
-        inputs.append(args.id_targets)
+    feature_paths = parse_ood(args.ood_features, "--ood-features")
+    _check_same_sets(ood_paths, feature_paths)
+    scorers, states = _resolve(args.scorers)
+    check_inputs(args, scorers)
+    singles = (args.id_path, args.id_targets, args.id_features, args.fit_features, args.fit_targets)
+    inputs = [p for p in singles if p is not None]
+    inputs += [*ood_paths.values(), *feature_paths.values(), *states.values()]
     outputs = [p for p in (args.output, args.plot) if p is not None]
-    _check_outputs(outputs, inputs, force=args.force)
+    check_outputs(outputs, inputs, force=args.force)
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise ValueError("--plot needs matplotlib; install it with `pip install oodscore[plot]`.")
-    id_logits = load_array(args.id_path, key=args.key)
-    ood_logits = {name: load_array(path, key=args.key) for name, path in ood_paths.items()}
-    targets = None
-    if args.id_targets is not None:
-        targets = load_array(args.id_targets, key=args.key)
-        if targets.ndim == 2 and targets.shape[1] == 1:  # a one-column CSV of classes
-            targets = targets[:, 0]
-        if targets.ndim == 1 and targets.dtype.kind == "f":
-            if not (targets == targets.round()).all():
-                raise ValueError(f"{str(args.id_targets)!r} holds non-integer class indices.")
-            targets = targets.astype("int64")
-    report = evaluate_logits(id_logits, ood_logits, scorers, id_targets=targets)
+    report = _evaluate(args, scorers, states, ood_paths, feature_paths)
     text = _render(report, args.format)
     if args.plot is not None:
         try:
@@ -139,24 +269,73 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(
+    args: argparse.Namespace,
+    scorers: dict[str, Scorer],
+    states: dict[str, Path],
+    ood_paths: dict[str, Path],
+    feature_paths: dict[str, Path],
+) -> Report:
+    key = args.key
+
+    def read(path: Path | None) -> Any:
+        return None if path is None else load_array(path, key=key)
+
+    def read_targets(path: Path | None) -> Any:
+        return None if path is None else load_targets(path, key=key)
+
+    fit_features, fit_targets = read(args.fit_features), read_targets(args.fit_targets)
+    id_features = read(args.id_features)
+    _check_fit_data(args, fit_features, fit_targets, id_features)
+    _check_states(args, scorers, states, id_features)
+    return evaluate_logits(
+        read(args.id_path),
+        {name: read(path) for name, path in ood_paths.items()} if ood_paths else None,
+        scorers,
+        id_targets=read_targets(args.id_targets),
+        id_features=id_features,
+        ood_features={name: read(path) for name, path in feature_paths.items()} or None,
+        fit_features=fit_features,
+        fit_targets=fit_targets,
+    )
+
+
+def _check_fit_data(args: argparse.Namespace, fit: Any, targets: Any, test: Any) -> None:
+    """Name the files when the fit features do not match their targets or the test features."""
+    if fit is None or fit.ndim != 2:
+        return  # evaluate_logits explains what is wrong with the array itself
+    where = f"--fit-features {str(args.fit_features)!r}"
+    if targets is not None and len(targets) != len(fit):
+        raise ValueError(
+            f"--fit-targets {str(args.fit_targets)!r} has {len(targets)} rows, {where} "
+            f"{len(fit)}: one target per feature row."
+        )
+    if test is not None and test.ndim == 2 and fit.shape[1] != test.shape[1]:
+        raise ValueError(
+            f"{where} has D = {fit.shape[1]} columns, --id-features "
+            f"{str(args.id_features)!r} D = {test.shape[1]}: the features must come from the "
+            "same layer."
+        )
+
+
+def _check_states(
+    args: argparse.Namespace, scorers: dict[str, Scorer], states: dict[str, Path], test: Any
+) -> None:
+    """Name the state file whose feature size differs from the test features'."""
+    if test is None or test.ndim != 2:
+        return
+    for label, path in states.items():
+        scorer = scorers[label]
+        if isinstance(scorer, FittedScorer) and scorer.num_features != test.shape[1]:
+            raise ValueError(
+                f"--id-features {str(args.id_features)!r} has D = {test.shape[1]} columns; "
+                f"{label!r} (--state {str(path)!r}) was fitted on D = {scorer.num_features}."
+            )
+
+
 def _render(report: Report, fmt: str) -> str:
     if fmt == "csv":
         return report.to_csv()
     if fmt == "json":
         return report.to_json()
     return report.to_markdown() + "\n"
-
-
-def _check_outputs(outputs: list[Path], inputs: list[Path], *, force: bool) -> None:
-    """Fail before any work if an output is an input, repeats, or exists without --force."""
-    resolved_inputs = {p.resolve() for p in inputs}
-    seen = set()
-    for path in outputs:
-        resolved = path.resolve()
-        if resolved in resolved_inputs:
-            raise ValueError(f"Refusing to overwrite the input file {str(path)!r}.")
-        if resolved in seen:
-            raise ValueError(f"--output and --plot are the same file {str(path)!r}.")
-        seen.add(resolved)
-        if path.exists() and not force:
-            raise FileExistsError(f"{str(path)!r} exists; pass --force to overwrite it.")

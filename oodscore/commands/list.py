@@ -6,7 +6,7 @@ import argparse
 import inspect
 from typing import Any
 
-from oodscore.scorers.base import SCORERS
+from oodscore.scorers.base import SCORERS, Scorer
 
 
 def register(subparsers: Any) -> None:
@@ -14,7 +14,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "list",
         help="list the scorers with their parameters",
-        description="List the registered scorers: name, one-line description, parameters.",
+        description=(
+            "List the registered scorers: name, one-line description, what the scorer reads "
+            "when not logits (e.g. [features: fit on ID features]), parameters."
+        ),
     )
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch filter (default: *)")
     parser.set_defaults(run=run)
@@ -36,12 +39,22 @@ def describe(cls: type) -> tuple[str, str]:
     return summary, ", ".join(params)
 
 
+def kind_tag(cls: type[Scorer]) -> str:
+    """What the scorer reads, when not logits: ``[features: fit on ID features]``."""
+    if cls.input_kind == "features":
+        return "[features: fit on ID features]" if cls.requires_fit else "[features]"
+    if cls.input_kind == "model":
+        return "[model: runs the model]"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     """Print one line per matching scorer."""
     names = SCORERS.names(args.pattern)
     width = max((len(n) for n in names), default=0)
     for name in names:
-        summary, params = describe(SCORERS.get_class(name))
-        suffix = f"  [{params}]" if params else ""
-        print(f"{name:<{width}}  {summary}{suffix}")
+        cls = SCORERS.get_class(name)
+        summary, params = describe(cls)
+        tags = [t for t in (kind_tag(cls), f"[{params}]" if params else "") if t]
+        print("  ".join([f"{name:<{width}}", summary, *tags]))
     return 0

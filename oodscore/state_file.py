@@ -1,0 +1,192 @@
+"""State files: a fitted scorer's name, parameters and tensors in one file that is never unpickled.
+
+A state file is what ``torch.save`` writes for a dict of strings, an integer and tensors:
+
+```python
+{"format": "oodscore-state", "version": 1,
+ "scorer": "mahalanobis",                                # the registry name
+ "params": '{"aggregation": "max", "shrinkage": null}',  # the JSON of get_params()
+ "state": {"means": tensor, "whitening": tensor}}        # state_dict()
+```
+
+`load_state` reads it with ``torch.load(..., weights_only=True)``, which refuses any file
+that would run code, and rebuilds the scorer from the name and the parameters alone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oodscore.io import load_torch, write_atomic
+from oodscore.scorers.base import SCORERS, FittedScorer
+
+FORMAT = "oodscore-state"
+"""The ``"format"`` entry of every state file."""
+
+VERSION = 1
+"""The layout version this oodscore writes and reads."""
+
+SUFFIXES = (".pt", ".pth")
+"""Extensions of state files (they are torch files)."""
+
+
+def save_state(
+    scorer: FittedScorer,
+    path: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> None:
+    """Write a fitted scorer's name, parameters and state to ``path`` (``.pt``/``.pth``).
+
+    The write is atomic (a temporary file, then a rename); an existing file is kept unless
+    ``force``, and none of ``inputs`` is ever overwritten.
+
+    Args:
+        scorer: A fitted, registered `oodscore.scorers.base.FittedScorer`.
+        path: The state file to write.
+        force: Overwrite ``path`` if it exists.
+        inputs: Files that must not be overwritten, even with ``force``.
+
+    Raises:
+        NotFittedError: If ``scorer`` is not fitted.
+        ValueError: On an unregistered scorer, parameters JSON cannot hold, another
+            extension, or ``path`` among ``inputs``.
+        FileExistsError: If ``path`` exists and ``force`` is false.
+
+    Examples:
+        >>> import tempfile, pathlib, torch
+        >>> from oodscore import Mahalanobis
+        >>> from oodscore.state_file import load_state, save_state
+        >>> features = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+        >>> scorer = Mahalanobis(shrinkage=0.1).fit(features)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "mahalanobis.pt"
+        >>> save_state(scorer, path)
+        >>> loaded = load_state(path, name="mahalanobis")
+        >>> loaded
+        Mahalanobis(aggregation='max', shrinkage=0.1)
+        >>> torch.equal(loaded(features), scorer(features))
+        True
+    """
+    check_state_suffix(path)
+    if not isinstance(scorer, FittedScorer):
+        raise TypeError(f"Expected a fitted scorer (FittedScorer), got {type(scorer).__name__}.")
+    name = type(scorer).name
+    if not name or name not in SCORERS or SCORERS.get_class(name) is not type(scorer):
+        raise ValueError(
+            f"Cannot save the state of {type(scorer).__name__}: it is not a registered scorer, "
+            "so a state file could not rebuild it."
+        )
+    # clone() keeps the strides (a transposed whitening stays transposed), so that the loaded
+    # scorer multiplies in the same order and gives bit-identical scores.
+    state = {k: v.detach().cpu().clone() for k, v in scorer.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "scorer": name,
+        "params": _params_json(scorer),
+        "state": state,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue(), force=force, inputs=inputs)
+
+
+def load_state(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> FittedScorer:
+    """Rebuild the fitted scorer saved by `save_state`, without unpickling anything.
+
+    Args:
+        path: A state file.
+        name: If given, the scorer the file must hold (another one is refused).
+        params: If given, parameters the file's must equal (others are refused); the
+            parameters not named here are taken from the file.
+
+    Returns:
+        A new scorer of the file's class and parameters, fitted with its tensors.
+
+    Raises:
+        ValueError: On a file that is not a state file (a pickle that would run code, a
+            corrupt or foreign file, another version), or one of another scorer or with
+            other parameters than asked.
+        OSError: If the file is missing or cannot be read.
+    """
+    check_state_suffix(path)
+    where = repr(str(path))
+    payload = load_torch(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{where} is not an oodscore state file (no 'format': {FORMAT!r}).")
+    if payload.get("version") != VERSION:
+        raise ValueError(
+            f"{where} is a state file of version {payload.get('version')!r}; this oodscore "
+            f"reads version {VERSION}."
+        )
+    saved_name = payload.get("scorer")
+    saved = _saved_params(payload.get("params"), where)
+    state = payload.get("state")
+    if not isinstance(saved_name, str) or not isinstance(state, dict):
+        raise ValueError(f"{where} is a damaged state file (bad 'scorer' or 'state' entry).")
+    if name is not None and saved_name != name:
+        raise ValueError(f"{where} holds the state of {saved_name!r}, not of {name!r}.")
+    cls = SCORERS.get_class(saved_name)
+    if not issubclass(cls, FittedScorer):
+        raise ValueError(f"{where} names {saved_name!r}, which is not a fitted scorer.")
+    if params:
+        _check_same_params(cls(**{**saved, **params}), saved, params, where)
+    try:
+        scorer = cls(**saved)
+        scorer.load_state_dict(state)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where} does not rebuild {saved_name!r}: {error}") from None
+    return scorer
+
+
+def check_state_suffix(path: str | os.PathLike[str]) -> None:
+    """Refuse a state-file path that does not end in `SUFFIXES`."""
+    if Path(path).suffix.lower() not in SUFFIXES:
+        raise ValueError(f"Expected a state file ending in .pt or .pth, got {str(path)!r}.")
+
+
+def _params_json(scorer: FittedScorer) -> str:
+    try:
+        return json.dumps(scorer.get_params(), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Cannot save the parameters of {scorer!r} as JSON ({error}); a state file holds "
+            "only numbers, strings, booleans, None and lists of them."
+        ) from None
+
+
+def _saved_params(text: object, where: str) -> dict[str, Any]:
+    try:
+        params = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        params = None
+    if not isinstance(params, dict):
+        raise ValueError(f"{where} is a damaged state file ('params' is not a JSON object).")
+    return params
+
+
+def _check_same_params(
+    requested: FittedScorer, saved: dict[str, Any], asked: Mapping[str, Any], where: str
+) -> None:
+    """Compare the asked parameters, as the constructor stores them, with the file's."""
+    wanted = json.loads(_params_json(requested))
+    for key in asked:
+        have, want = saved.get(key), wanted[key]
+        if have != want or isinstance(have, bool) != isinstance(want, bool):
+            raise ValueError(
+                f"{where} was fitted with {key}={have!r}, not {key}={want!r}; drop the "
+                "parameter to use the file's, or fit again."
+            )
