@@ -55,7 +55,7 @@ def tagged_sort(id_scores: np.ndarray, ood_scores: np.ndarray) -> object:
     """The first step of ood_metrics alone: build and sort the tagged 64-bit keys (float32
     input) or sort and merge the sides (float64 input)."""
     if _ranking.taggable(id_scores, ood_scores):
-        return _ranking._sorted_tagged(id_scores, ood_scores)
+        return _ranking.sorted_tagged(id_scores, ood_scores)
     both = np.concatenate((np.sort(id_scores), np.sort(ood_scores)))
     return np.argsort(both, kind="stable")
 

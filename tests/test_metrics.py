@@ -10,15 +10,16 @@ from hypothesis import strategies as st
 from sklearn import metrics as sk
 
 from oodscore.metrics import (
+    _positions,
     aupr_in,
     aupr_out,
     auroc,
     fpr_at_tpr,
-    functional,
     ood_metrics,
     roc_curve,
 )
-from oodscore.metrics._ranking import tally
+from oodscore.metrics._cumulative import metrics_of_tally
+from oodscore.metrics._ranking import positions, tally
 from oodscore.metrics.functional import fpr_key
 from tests.reference import metrics as ref
 
@@ -138,6 +139,26 @@ def test_tagged_sort_equals_merge_path() -> None:
     np.testing.assert_array_equal(fast.ood_counts, slow.ood_counts)
     np.testing.assert_array_equal(fast.values, slow.values)
     assert_close(ood_metrics(a, b), ood_metrics(a.astype(np.float64), b.astype(np.float64)), 1e-12)
+
+
+@pytest.mark.parametrize("levels", [0, 3, 40])
+def test_positions_and_tally_paths_agree(levels: int) -> None:
+    """Rule "first" reads positions, the other rules and the binned mode a tally; both feed
+    the same kernels: AUROC and FPR agree exactly, the average precisions up to rounding."""
+    rng = np.random.default_rng(100 + levels)
+    for dtype in (np.float16, np.float32, np.float64):
+        if levels:
+            a, b = tied_scores(rng, 3000, 0.5, levels), tied_scores(rng, 2000, 0.0, levels)
+        else:
+            a, b = rng.normal(0.5, 1.0, 3000), rng.normal(0.0, 1.0, 2000)
+        a, b = a.astype(dtype), b.astype(dtype)
+        for tpr in (0.95, 0.5, 1.0, 1e-3):
+            from_positions = _positions.metrics_of_positions(positions(a, b), tpr)
+            from_tally = metrics_of_tally(tally(a, b), tpr, "first")
+            assert from_positions.auroc == from_tally.auroc
+            assert from_positions.fpr == from_tally.fpr
+            assert from_positions.aupr_in == pytest.approx(from_tally.aupr_in, rel=1e-13)
+            assert from_positions.aupr_out == pytest.approx(from_tally.aupr_out, rel=1e-13)
 
 
 def test_no_ties_path_and_large_n() -> None:
@@ -268,7 +289,7 @@ def test_bad_rule() -> None:
 @pytest.mark.parametrize("block", [1, 3, 64])
 def test_block_boundaries(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
     """Tiny blocks put runs of ties and the FPR threshold across block boundaries."""
-    monkeypatch.setattr(functional, "BLOCK", block)
+    monkeypatch.setattr(_positions, "BLOCK", block)
     rng = np.random.default_rng(block)
     for dtype in (np.float32, np.float64):
         for levels in (1, 4, 0):

@@ -1,9 +1,10 @@
 """The one ranking step behind every metric: ID and OOD scores in one exact order.
 
-Two representations come out of it. `Positions` (the label of every sorted
-position and the runs of equal scores) feeds the four metrics of ``ood_metrics``;
-`Tally` (ID and OOD counts at each unique value) feeds the other FPR rules, the
-ROC curve and the binned streaming metrics. Scores are never transformed before ranking:
+Two representations come out of it, and the formulas of `oodscore.metrics._kernels` read
+both. `Positions` (the label of every sorted position and the runs of equal scores) feeds
+the four metrics of ``ood_metrics`` (`oodscore.metrics._positions`); `Tally` (ID and OOD
+counts at each unique value) feeds the other FPR rules, the ROC curve and the binned
+streaming metrics (`oodscore.metrics._cumulative`). Scores are never transformed before ranking:
 ties are ties of the values given (with ``-0.0 == 0.0``), and counts are int64.
 
 Two ways to sort, chosen by dtype:
@@ -25,14 +26,23 @@ Two ways to sort, chosen by dtype:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from oodscore._arrays import check_numeric
+from oodscore.metrics._inputs import sum_is_finite
+
+__all__ = [
+    "FloatArray",
+    "IntArray",
+    "Positions",
+    "Tally",
+    "positions",
+    "sorted_tagged",
+    "taggable",
+    "tally",
+]
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.integer[Any]]]
@@ -65,58 +75,8 @@ class Tally:
     values: FloatArray | None = None
 
 
-def as_scores(x: object, name: str, *, allow_empty: bool = False) -> np.ndarray[Any, Any]:
-    """Return ``x`` as a 1-D NumPy array of real scores on the CPU, after checking it.
-
-    Torch tensors (any device, any dtype, with or without grad) are detached and copied to
-    the CPU; bfloat16, which NumPy lacks, becomes float32 (exact). No value is changed.
-
-    Raises:
-        TypeError: ``x`` is not a tensor or array, or does not hold real numbers.
-        ValueError: ``x`` is not 1-D, is empty (unless ``allow_empty``), or holds NaN.
-    """
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        arr: np.ndarray[Any, Any] = t.cpu().numpy()
-    elif isinstance(x, np.ndarray):
-        arr = x
-    else:
-        raise TypeError(
-            f"Expected `{name}` to be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
-        )
-    check_numeric(arr.dtype, name)
-    if arr.ndim != 1:
-        raise ValueError(
-            f"Expected `{name}` to be 1-D of shape (N,), got {arr.ndim}-D shape {arr.shape}."
-        )
-    if arr.shape[0] == 0 and not allow_empty:
-        raise ValueError(f"Expected `{name}` to hold at least one score, got an empty array.")
-    if arr.dtype.kind == "f" and not _sum_is_finite(arr):
-        nan = np.isnan(arr)
-        if nan.any():
-            count = int(np.count_nonzero(nan))
-            first = int(np.argmax(nan))
-            noun = "entry is" if count == 1 else "entries are"
-            raise ValueError(
-                f"Expected `{name}` to hold no NaN, but {count} {noun} NaN (first: index {first})."
-            )
-    return arr
-
-
-def _sum_is_finite(arr: np.ndarray[Any, Any]) -> bool:
-    """One fast pass: a finite sum proves there is no NaN and no ±inf.
-
-    The converse can fail by overflow, so a non-finite sum only calls for the exact check.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = arr.sum(dtype=np.float32 if arr.dtype == np.float16 else None)
-    return bool(np.isfinite(total))
-
-
 def _all_finite(arr: np.ndarray[Any, Any]) -> bool:
-    return arr.dtype.kind != "f" or _sum_is_finite(arr) or bool(np.isfinite(arr).all())
+    return arr.dtype.kind != "f" or sum_is_finite(arr) or bool(np.isfinite(arr).all())
 
 
 def taggable(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> bool:
@@ -141,7 +101,7 @@ def tally(
     return _tally_merged(id_scores, ood_scores)
 
 
-def _sorted_tagged(
+def sorted_tagged(
     id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]
 ) -> tuple[FloatArray, np.ndarray[Any, np.dtype[np.uint64]], np.ndarray[Any, np.dtype[np.uint8]]]:
     """The tagged float64 keys sorted, their bits, and the 0/1 ID flag of each position."""
@@ -160,18 +120,15 @@ def _sorted_tagged(
 class Positions:
     """The ID flag of every position in ascending order of the scores, and the runs of ties.
 
-    The representation behind `oodscore.metrics.ood_metrics`: every metric is a
-    sum over the ID or the OOD positions of the scores that equal no other score, plus one
-    term per run of equal scores.
+    The representation behind `oodscore.metrics.ood_metrics`: a score that equals no other
+    is a group of one, counted by its rank and its position; each run of equal scores is
+    one group (see `oodscore.metrics._positions`).
 
     Attributes:
         is_id: ``(n,)`` whether the score at each sorted position is an ID score.
         tied: ``(n,)`` whether that score equals a neighbour (lies in a run).
         tie_first: ``(T,)`` first position of each run of two or more equal scores.
         tie_last: ``(T,)`` last position of each such run.
-        tie_id_first: ``(T,)`` whether the run's ID scores come before its OOD scores
-            (inside a run each label is contiguous). Tagged sort: for negative values,
-            where the tag bit makes the key larger in magnitude; merge: always.
         n_id: Number of ID scores, ``P``.
     """
 
@@ -179,7 +136,6 @@ class Positions:
     tied: np.ndarray[Any, np.dtype[np.bool_]]
     tie_first: IntArray
     tie_last: IntArray
-    tie_id_first: np.ndarray[Any, np.dtype[np.bool_]]
     n_id: int
 
 
@@ -187,12 +143,12 @@ def positions(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any])
     """The `Positions` of checked 1-D scores (tagged sort where it applies)."""
     n_id = id_scores.shape[0]
     if taggable(id_scores, ood_scores):
-        keys, bits, flags = _sorted_tagged(id_scores, ood_scores)
+        _, bits, flags = sorted_tagged(id_scores, ood_scores)
         # same[j]: position j + 1 holds the value of j (the keys differ at most in the tag).
         same = np.bitwise_xor(bits[1:], bits[:-1]) <= 1
-        return _positions(flags.view(np.bool_), same, lambda first: keys[first] < 0, n_id)
+        return _positions(flags.view(np.bool_), same, n_id)
     # Sort each side in its own dtype, then merge: a stable argsort of two sorted runs is
-    # a linear merge (timsort), and it puts ID first among equal values.
+    # a linear merge (timsort).
     common = np.result_type(id_scores.dtype, ood_scores.dtype)
     both = np.concatenate(
         (np.sort(id_scores.astype(common, copy=False)), np.sort(ood_scores.astype(common)))
@@ -203,13 +159,12 @@ def positions(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any])
     del order
     same = both[1:] == both[:-1]
     del both
-    return _positions(is_id, same, lambda first: np.ones(first.shape[0], dtype=bool), n_id)
+    return _positions(is_id, same, n_id)
 
 
 def _positions(
     is_id: np.ndarray[Any, np.dtype[np.bool_]],
     same: np.ndarray[Any, np.dtype[np.bool_]],
-    id_first: Callable[[IntArray], np.ndarray[Any, np.dtype[np.bool_]]],
     n_id: int,
 ) -> Positions:
     """Build `Positions` from the sorted ID flags and ``same[j]``: j + 1 equals j."""
@@ -219,12 +174,11 @@ def _positions(
     continues = np.flatnonzero(same)
     if continues.shape[0] == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return Positions(is_id, tied, empty, empty, np.zeros(0, dtype=bool), n_id)
+        return Positions(is_id, tied, empty, empty, n_id)
     # Consecutive continuations belong to one run.
     opens = np.concatenate(([True], np.diff(continues) != 1))
     closes = np.concatenate((opens[1:], [True]))
-    tie_first = continues[opens]
-    return Positions(is_id, tied, tie_first, continues[closes] + 1, id_first(tie_first), n_id)
+    return Positions(is_id, tied, continues[opens], continues[closes] + 1, n_id)
 
 
 def _tally_tagged(
@@ -235,7 +189,7 @@ def _tally_tagged(
 ) -> Tally:
     n_id, n_ood = id_scores.shape[0], ood_scores.shape[0]
     n = n_id + n_ood
-    keys, bits, is_id = _sorted_tagged(id_scores, ood_scores)
+    keys, bits, is_id = sorted_tagged(id_scores, ood_scores)
     # A new threshold starts where neighbouring keys differ in more than the tag bit.
     changed = np.bitwise_xor(bits[1:], bits[:-1])
     ends = np.flatnonzero(changed > 1)

@@ -7,14 +7,8 @@ r"""Streaming OOD metrics over batches, on one process or under ``torch.distribu
   exactly the numbers of `oodscore.metrics.ood_metrics` on all scores seen.
 * ``"binned"`` keeps two histograms (ID and OOD) of ``num_bins`` bins, fixed memory
   whatever the number of scores, and computes the metrics of the binned scores, with
-  guaranteed error bounds (`OODMetrics.error_bounds`).
-
-The binned grid: bin $k$ holds the scores $s$ with $\lfloor s / 2^e \rfloor = k$, a window of
-``num_bins`` consecutive $k$ is stored, and the exponent $e$ is learned from the data (or
-from ``score_range``). When a batch falls outside the window, the window moves; when the
-data no longer fit in ``num_bins`` bins, $e$ grows and pairs of neighbouring bins merge —
-exactly, because bins of width $2^{e+1}$ are unions of bins of width $2^e$ on the same
-grid. ±inf scores get a bin of their own at each end.
+  guaranteed error bounds (`OODMetrics.error_bounds`). The grid of bins is described in
+  `oodscore.metrics.histogram`.
 """
 
 from __future__ import annotations
@@ -28,213 +22,24 @@ import torch
 
 from oodscore._distributed import all_reduce, gather_cat, is_distributed
 from oodscore._validation import check_int
-from oodscore.metrics._ranking import Tally, as_scores
-from oodscore.metrics.functional import (
+from oodscore.metrics._cumulative import (
+    Cumulative,
     FprRule,
-    _Cumulative,
-    _min_count_at_rate,
     check_rule,
-    check_tpr,
-    fpr_key,
     metrics_of_tally,
-    ood_metrics,
+    threshold_group,
 )
+from oodscore.metrics._inputs import as_labels, as_scores
+from oodscore.metrics._kernels import auroc_tie_weight, pairs
+from oodscore.metrics._ranking import Tally
+from oodscore.metrics.functional import check_tpr, fpr_key, metrics_dict, ood_metrics
+from oodscore.metrics.histogram import Histogram
+
+__all__ = ["Mode", "OODMetrics"]
 
 Mode = Literal["exact", "binned"]
 
 _STORED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_MANTISSA = 52  # float64 holds every integer grid index below 2**53 exactly
-
-
-def as_labels(x: object, length: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """Return ``x`` as a boolean NumPy array (True = OOD) after checking it.
-
-    Raises:
-        TypeError: ``x`` is not a tensor/array of bool or integer dtype.
-        ValueError: ``x`` is not 1-D of length ``length`` or holds values other than 0/1.
-    """
-    if isinstance(x, torch.Tensor):
-        arr: np.ndarray[Any, Any] = x.detach().cpu().numpy()
-    elif isinstance(x, np.ndarray):
-        arr = x
-    else:
-        raise TypeError(
-            f"Expected `is_ood` to be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
-        )
-    if arr.dtype.kind not in "biu":
-        raise TypeError(f"Expected `is_ood` to hold bool or 0/1 integers, got dtype {arr.dtype}.")
-    if arr.ndim != 1 or arr.shape[0] != length:
-        raise ValueError(
-            f"Expected `is_ood` to be 1-D of the same length as `scores` ({length}), "
-            f"got shape {arr.shape}."
-        )
-    if arr.dtype.kind != "b":
-        bad = (arr != 0) & (arr != 1)
-        if bad.any():
-            first = int(np.argmax(bad))
-            value = arr[first].item()
-            raise ValueError(
-                f"Expected `is_ood` to hold only 0 and 1, got {value!r} at index {first}."
-            )
-        arr = arr.astype(bool)
-    return arr
-
-
-class _Histogram:
-    """ID and OOD counts on the aligned grid of bins of width ``2**exponent`` (module doc)."""
-
-    def __init__(self, num_bins: int) -> None:
-        self.num_bins = num_bins
-        self.exponent: int | None = None  # None until the first finite score
-        self.start = 0  # grid index of column 0
-        self.low = 0  # smallest and largest grid index holding data (valid once exponent set)
-        self.high = -1
-        self.counts = np.zeros((2, num_bins), dtype=np.int64)  # row 0: ID, row 1: OOD
-        self.infinite = np.zeros((2, 2), dtype=np.int64)  # [row, (-inf, +inf)]
-
-    def copy(self) -> _Histogram:
-        other = _Histogram(self.num_bins)
-        other.exponent, other.start, other.low, other.high = (
-            self.exponent,
-            self.start,
-            self.low,
-            self.high,
-        )
-        other.counts = self.counts.copy()
-        other.infinite = self.infinite.copy()
-        return other
-
-    @property
-    def has_finite(self) -> bool:
-        return self.exponent is not None and self.high >= self.low
-
-    def _fits(self, low: int, high: int) -> bool:
-        return high - low + 1 <= self.num_bins
-
-    def coarsen(self, levels: int) -> None:
-        """Merge bins ``2**levels`` at a time: grid index k becomes ``k >> levels``."""
-        if levels <= 0 or self.exponent is None:
-            return
-        # int64 >> 63 already maps every index to -1 or 0; larger shifts are not portable.
-        grid = np.arange(self.start, self.start + self.num_bins, dtype=np.int64) >> min(levels, 63)
-        start = int(grid[0])
-        merged = np.zeros_like(self.counts)
-        for row in range(2):
-            np.add.at(merged[row], grid - start, self.counts[row])
-        self.counts, self.start = merged, start
-        self.low, self.high = self.low >> levels, self.high >> levels
-        self.exponent += levels
-
-    def place(self, low: int, high: int) -> None:
-        """Move the window so that grid indices ``low..high`` (which must fit) are inside."""
-        if low < self.start or high >= self.start + self.num_bins:
-            self.force_window(low - (self.num_bins - (high - low + 1)) // 2)
-
-    def _levels_to_fit(self, low: int, high: int) -> int:
-        levels = 0
-        while not self._fits(low >> levels, high >> levels):
-            levels += 1
-        return levels
-
-    def _min_exponent(self, values: np.ndarray[Any, Any]) -> int:
-        """Smallest exponent that keeps the batch's grid indices exact and in range."""
-        lo, hi = float(values.min()), float(values.max())
-        magnitude = max(abs(lo), abs(hi))
-        exponent = -1074
-        if magnitude > 0:
-            exponent = math.frexp(magnitude)[1] - _MANTISSA
-        if hi > lo:
-            exponent = max(exponent, _span_exponent(lo, hi, self.num_bins))
-        return exponent
-
-    def add(self, values: np.ndarray[Any, Any], is_ood: np.ndarray[Any, Any]) -> None:
-        """Count finite float64 ``values`` (label True = OOD) and ±inf separately."""
-        infinite = np.isinf(values)
-        if infinite.any():
-            for row, mask in ((0, ~is_ood), (1, is_ood)):
-                self.infinite[row, 0] += np.count_nonzero(infinite & mask & (values < 0))
-                self.infinite[row, 1] += np.count_nonzero(infinite & mask & (values > 0))
-            values, is_ood = values[~infinite], is_ood[~infinite]
-        if values.shape[0] == 0:
-            return
-        self.ensure(self._min_exponent(values), float(values.min()), float(values.max()))
-        assert self.exponent is not None
-        index = np.floor(np.ldexp(values, -self.exponent)).astype(np.int64) - self.start
-        for row, mask in ((0, ~is_ood), (1, is_ood)):
-            self.counts[row] += np.bincount(index[mask], minlength=self.num_bins)
-
-    def ensure(self, exponent: int, lo: float, hi: float) -> None:
-        """Grow the exponent to at least ``exponent`` and the window to cover ``[lo, hi]``."""
-        if self.exponent is None:
-            self.exponent = exponent
-            self.low, self.high = 0, -1
-        else:
-            self.coarsen(exponent - self.exponent)
-        while True:
-            low = math.floor(math.ldexp(lo, -self.exponent))
-            high = math.floor(math.ldexp(hi, -self.exponent))
-            if self.high >= self.low:
-                low, high = min(low, self.low), max(high, self.high)
-            levels = self._levels_to_fit(low, high)
-            if levels == 0:
-                break
-            self.coarsen(levels)
-        self.place(low, high)
-        self.low, self.high = low, high
-
-    def tally(self) -> Tally:
-        """The binned scores as a tally: one group per non-empty bin, ±inf at the ends."""
-        id_counts = [self.infinite[0, :1]]
-        ood_counts = [self.infinite[1, :1]]
-        if self.has_finite:
-            used = slice(self.low - self.start, self.high - self.start + 1)
-            id_counts.append(self.counts[0, used])
-            ood_counts.append(self.counts[1, used])
-        id_counts.append(self.infinite[0, 1:])
-        ood_counts.append(self.infinite[1, 1:])
-        ids, oods = np.concatenate(id_counts), np.concatenate(ood_counts)
-        keep = (ids + oods) > 0
-        return Tally(ids[keep], oods[keep], int(ids.sum()), int(oods.sum()))
-
-    def synchronized(self) -> _Histogram:
-        """A copy holding the sum of all ranks' histograms (a collective under DDP).
-
-        Ranks agree on the grid first: all take the largest exponent (merging bins where
-        theirs is finer), then the union of their data ranges, merging further until it
-        fits in ``num_bins``; the counts are then summed with ``all_reduce``.
-        """
-        merged = self.copy()
-        if not is_distributed():
-            return merged
-        none = -(2**62)
-        exponent = int(
-            all_reduce(torch.tensor([none if merged.exponent is None else merged.exponent]), "max")
-        )
-        if exponent != none:
-            if merged.exponent is None:
-                merged.exponent = exponent
-            merged.coarsen(exponent - merged.exponent)
-            has = merged.has_finite
-            low = int(all_reduce(torch.tensor([merged.low if has else 2**62]), "min"))
-            high = int(all_reduce(torch.tensor([merged.high if has else -(2**62)]), "max"))
-            if low <= high:
-                levels = merged._levels_to_fit(low, high)
-                merged.coarsen(levels)
-                low, high = low >> levels, high >> levels
-                merged.force_window(low)  # the same window on every rank
-                merged.low, merged.high = low, high
-            merged.counts = all_reduce(torch.from_numpy(merged.counts), "sum").numpy()
-        merged.infinite = all_reduce(torch.from_numpy(merged.infinite), "sum").numpy()
-        return merged
-
-    def force_window(self, start: int) -> None:
-        """Re-index the counts so that column 0 is grid index ``start``."""
-        moved = np.zeros_like(self.counts)
-        if self.high >= self.low:
-            src = slice(self.low - self.start, self.high - self.start + 1)
-            dst = slice(self.low - start, self.high - start + 1)
-            moved[:, dst] = self.counts[:, src]
-        self.counts, self.start = moved, start
 
 
 class OODMetrics:
@@ -268,7 +73,7 @@ class OODMetrics:
             Without it the first batch sets the width. Scores outside are still counted
             (the grid grows). Give the same range on every rank.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from oodscore.metrics import OODMetrics
         >>> metric = OODMetrics()
@@ -305,10 +110,9 @@ class OODMetrics:
     def reset(self) -> None:
         """Forget every score seen."""
         self._parts: tuple[list[np.ndarray[Any, Any]], list[np.ndarray[Any, Any]]] = ([], [])
-        self._histogram = _Histogram(self.num_bins)
+        self._histogram = Histogram(self.num_bins)
         if self.mode == "binned" and self.score_range is not None:
-            low, high = self.score_range
-            self._histogram.ensure(self._histogram._min_exponent(np.array([low, high])), low, high)
+            self._histogram.make_room(np.array(self.score_range))
 
     def update(self, scores: object, is_ood: object) -> None:
         """Add a batch.
@@ -362,7 +166,8 @@ class OODMetrics:
             ValueError: No ID or no OOD score was seen.
         """
         if self.mode == "binned":
-            return metrics_of_tally(self._binned_tally(), self.tpr, fpr_rule_name=self.rule)
+            binned = metrics_of_tally(self._binned_tally(), self.tpr, self.rule)
+            return metrics_dict(binned, self.tpr)
         id_scores, ood_scores = self._exact_sides()
         if id_scores.shape[0] == 0 or ood_scores.shape[0] == 0:
             raise ValueError(_empty_message(id_scores.shape[0], ood_scores.shape[0]))
@@ -379,22 +184,13 @@ class OODMetrics:
         key = fpr_key(self.tpr)
         if self.mode == "exact":
             return {"auroc": 0.0, key: 0.0}
-        counts = self._binned_tally()
-        c = _Cumulative.of(counts)
-        pairs = float(np.dot(counts.id_counts, counts.ood_counts))
-        bound_auroc = pairs / (2 * counts.n_id * counts.n_ood)
+        c = Cumulative.of(self._binned_tally())
+        bound_auroc = auroc_tie_weight(pairs(c.id_counts, c.ood_counts), c.n_id, c.n_ood)
         if self.rule != "first":
             return {"auroc": bound_auroc, key: math.nan}
-        k = _min_count_at_rate(self.tpr, c.n_id)
-        below = c.id_at_most - c.id_counts
-        g = int(np.searchsorted(below, c.n_id - k, side="right")) - 1
-        return {"auroc": bound_auroc, key: int(counts.ood_counts[g]) / c.n_ood}
-
-
-def _span_exponent(low: float, high: float, num_bins: int) -> int:
-    """Smallest e with (high - low) / 2**e <= num_bins - 2: at most num_bins grid indices."""
-    half_span = high / 2 - low / 2  # halves first: high - low may overflow
-    return math.ceil(math.log2(half_span) + 1 - math.log2(num_bins - 2))
+        # The exact threshold lies in the bin of the binned one: its OOD scores may fall below.
+        ood_in_bin = int(c.ood_counts[threshold_group(c, self.tpr)])
+        return {"auroc": bound_auroc, key: ood_in_bin / c.n_ood}
 
 
 def _empty_message(n_id: int, n_ood: int) -> str:
