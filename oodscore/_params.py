@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 
@@ -20,5 +21,20 @@ class HasParams:
         return {name: getattr(self, name) for name in named if name != "self"}
 
     def params_repr(self) -> str:
-        """``key=value`` pairs of `get_params`, for ``repr``."""
-        return ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        """``key=value`` pairs of `get_params`, for ``repr``; arrays show their shape only."""
+        return ", ".join(f"{k}={_short_repr(v)}" for k, v in self.get_params().items())
+
+
+SHOWN_ELEMENTS = 16
+"""Tensors and arrays up to this size appear in ``repr`` with their values."""
+
+
+def _short_repr(value: Any) -> str:
+    """``repr(value)``; ``<Tensor of shape (C, D)>`` for big tensors and arrays (a head's weight).
+
+    Values are shown up to `SHOWN_ELEMENTS` elements (a class prior), the shape beyond.
+    """
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype") and math.prod(shape) > SHOWN_ELEMENTS:
+        return f"<{type(value).__name__} of shape {tuple(shape)}>"
+    return repr(value)

@@ -367,13 +367,17 @@ def test_extreme_feature_scale(config, scale, dtype, rng):
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
-def test_large_offset(config, rng):
-    """Features far from the origin: covariances must not be formed as E[xxᵀ] − μμᵀ in float32."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_large_offset(config, dtype, rng):
+    """Features far from the origin: covariances must not be formed as E[xxᵀ] − μμᵀ, and the
+    float32 product of the fit must see centred rows."""
     features, targets, queries = single_label(rng, separation=2.0)
     offset = rng.normal(scale=1e4, size=features.shape[1])
-    scorer = fit_quietly(make(config), features + offset, targets)
-    want = expected(config, features + offset, queries + offset, targets)
-    assert_close(scorer(queries + offset), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+    fit, test = (features + offset).astype(dtype), (queries + offset).astype(dtype)
+    scorer = fit_quietly(make(config), fit, targets)
+    want = expected(config, fit, test, targets)
+    rtol = 1e-6 if dtype == np.float64 else 1e-4
+    assert_close(scorer(test), want, rtol=rtol, atol=rtol * np.abs(want).max())
 
 
 def wide_data(rng):

@@ -3,9 +3,12 @@ r"""Gaussian class models of features: class means, one tied covariance, Mahalan
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+
+from oodscore._arrays import compute_dtype
 
 FIT_CHUNK_ELEMENTS = 1 << 21
 """Feature values per chunk while fitting (16 MiB in float64): memory O(D^2) plus one chunk."""
@@ -27,9 +30,8 @@ def class_means(
     """
     dimension = features.shape[1]
     sums = features.new_zeros((num_classes, dimension), dtype=torch.float64)
-    for start, chunk_rows in _chunks(rows, dimension):
-        chunk = features[chunk_rows].to(torch.float64)
-        sums.index_add_(0, classes[start : start + len(chunk_rows)].to(sums.device), chunk)
+    for start, stop, chunk in _chunks(features, rows):
+        sums.index_add_(0, classes[start:stop].to(sums.device), chunk.to(torch.float64))
     counts = torch.bincount(classes, minlength=num_classes).to(sums)
     return sums / counts[:, None], counts
 
@@ -38,15 +40,24 @@ def tied_covariance(features: Tensor, rows: Tensor, classes: Tensor, means: Tens
     r"""Biased tied covariance $\frac{1}{R}\sum_r (x_{i_r} - \mu_{c_r})(x_{i_r} - \mu_{c_r})^\top$.
 
     Each sample-class pair contributes its row centred by its class mean (a multi-label
-    sample once per positive label). Accumulated in float64, chunk by chunk, after the means
-    are known: two passes, no cancellation of $E[xx^\top] - \mu\mu^\top$.
+    sample once per positive label). Two passes, after the means are known, so there is no
+    cancellation of $E[xx^\top] - \mu\mu^\top$: each chunk is centred in float64, its
+    product is taken in the compute dtype of the features (`oodscore._arrays.compute_dtype`:
+    float32 for float32 and half-precision features, float64 for float64) and accumulated in
+    float64. Centring first keeps the float32 product accurate to float32 precision relative
+    to the spread of the data, whatever its offset.
     """
     dimension = features.shape[1]
+    product_dtype = compute_dtype(features.dtype, from_numpy=False)
     scatter = means.new_zeros((dimension, dimension))
-    for start, chunk_rows in _chunks(rows, dimension):
-        chunk_classes = classes[start : start + len(chunk_rows)].to(means.device)
-        centred = features[chunk_rows].to(torch.float64) - means[chunk_classes]
-        scatter.addmm_(centred.T, centred)
+    for start, stop, chunk in _chunks(features, rows):
+        centred = chunk.to(torch.float64, copy=True)
+        centred -= means[classes[start:stop].to(means.device)]
+        if product_dtype == torch.float64:
+            scatter.addmm_(centred.T, centred)
+        else:
+            low = centred.to(product_dtype)
+            scatter += (low.T @ low).to(torch.float64)
     return scatter / len(rows)
 
 
@@ -115,7 +126,19 @@ def squared_mahalanobis(features: Tensor, means: Tensor, whiten: Tensor) -> Tens
     return distances.clamp_min(0)
 
 
-def _chunks(rows: Tensor, dimension: int) -> list[tuple[int, Tensor]]:
-    """(start, rows) pieces of ``rows`` holding about `FIT_CHUNK_ELEMENTS` feature values."""
-    size = max(1, FIT_CHUNK_ELEMENTS // max(1, dimension))
-    return [(start, rows[start : start + size]) for start in range(0, len(rows), size)]
+def _chunks(features: Tensor, rows: Tensor) -> Iterator[tuple[int, int, Tensor]]:
+    """``(start, stop, features[rows[start:stop]])`` pieces of about `FIT_CHUNK_ELEMENTS` values.
+
+    When ``rows`` is every row once, in order (single-label and unlabelled data), the pieces
+    are slices of ``features`` (views), not gathered copies.
+    """
+    size = max(1, FIT_CHUNK_ELEMENTS // max(1, features.shape[1]))
+    identity = len(rows) == features.shape[0] and bool(
+        torch.equal(rows.cpu(), torch.arange(len(rows)))
+    )
+    for start in range(0, len(rows), size):
+        stop = min(start + size, len(rows))
+        if identity:
+            yield start, stop, features[start:stop]
+        else:
+            yield start, stop, features[rows[start:stop].to(features.device)]

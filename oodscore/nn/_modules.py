@@ -150,3 +150,37 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextmanager
+def inference_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters for the block; every flag restored after.
+
+    Scorers that differentiate through a model (ODIN's input gradient) need gradients
+    with respect to their inputs only: the parameters' ``requires_grad`` is switched off
+    for the block, so no graph is built for them and their ``.grad`` is never written,
+    then each parameter's own flag comes back, as does each submodule's mode
+    (`eval_mode`).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from oodscore.nn._modules import inference_state
+        >>> model = nn.Linear(2, 1)
+        >>> model.bias.requires_grad_(False)  # doctest: +ELLIPSIS
+        Parameter containing:...
+        >>> with inference_state(model):
+        ...     model.training, model.weight.requires_grad
+        (False, False)
+        >>> model.training, model.weight.requires_grad, model.bias.requires_grad
+        (True, True, False)
+    """
+    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    with eval_mode(model):
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)

@@ -21,6 +21,7 @@ from oodscore.scorers.base import (
 from oodscore.scorers.energy import Energy, JointEnergy
 from oodscore.scorers.logit import MaxLogit
 from oodscore.scorers.mahalanobis import Mahalanobis, RelativeMahalanobis
+from oodscore.scorers.model_scorer import ModelScorer
 from oodscore.scorers.mos import MOS
 from oodscore.scorers.softmax import GEN, MSP, Entropy
 
@@ -34,6 +35,7 @@ __all__ = [
     "JointEnergy",
     "Mahalanobis",
     "MaxLogit",
+    "ModelScorer",
     "NotFittedError",
     "RelativeMahalanobis",
     "Scorer",

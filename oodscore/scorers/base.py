@@ -59,7 +59,7 @@ class Scorer(HasParams, ABC):
         """Score a batch of logits (N, C) or features (N, D); returns shape (N,)."""
         name = self.input_kind
         tensor, restore = as_tensor(x, name)
-        check_matrix(tensor, name, columns="C" if name == "logits" else "D")
+        check_matrix(tensor, name, columns=_columns(name))
         self._check_fitted()
         self.check_input(tensor)
         if tensor.shape[0] == 0:
@@ -83,12 +83,15 @@ class Scorer(HasParams, ABC):
 
 
 class FittedScorer(Scorer):
-    """A `Scorer` with statistics fitted on in-distribution data (Mahalanobis, KNN, ...).
+    """A `Scorer` with statistics fitted on in-distribution data (Mahalanobis, KNN, LOF, ...).
 
-    ``fit(features, targets=None)`` checks its inputs once and hands them to the subclass's
-    `fit_state`, which returns the fitted tensors; they live in `state_dict` (tensors only,
-    loadable with ``torch.load(..., weights_only=True)``) and move to the device of the
-    scored input on first use. Scoring before fitting raises `NotFittedError`.
+    ``fit(x, targets=None)`` takes what the scorer scores: features (N, D) for feature
+    scorers (the default `input_kind`), logits (N, C) for fitted logit scorers (LOF, KL
+    matching). It checks its inputs once and hands them to the subclass's `fit_state`,
+    which returns the fitted tensors; they live in `state_dict` (tensors only, loadable
+    with ``torch.load(..., weights_only=True)``) and move to the device of the scored input
+    on first use. Scoring before fitting raises `NotFittedError`; scoring inputs of another
+    width than the fit's is a ``ValueError``.
 
     Attributes:
         state_names: The keys of `state_dict`, in order.
@@ -101,12 +104,13 @@ class FittedScorer(Scorer):
     _state: dict[str, Tensor] | None = None
     _on_device: dict[torch.device, dict[str, Tensor]]
 
-    def fit(self, features: ArrayLike, targets: ArrayLike | None = None) -> Self:
-        """Fit the statistics on in-distribution ``features`` (N, D) and optional ``targets``.
+    def fit(self, x: ArrayLike, /, targets: ArrayLike | None = None) -> Self:
+        """Fit the statistics on in-distribution ``x`` (N, D) and optional ``targets``.
 
         Args:
-            features: ID features (N, D), N >= 1; a tensor or a NumPy array. Large sets are
-                accumulated in chunks (float64), never copied whole.
+            x: ID features (N, D) for feature scorers, ID logits (N, C) for fitted logit
+                scorers; N >= 1; a tensor or a NumPy array. Where the statistic allows,
+                large sets are accumulated in chunks (float64), never copied whole.
             targets: ``None``, class ids (N,), or multi-hot labels (N, C) (multi-label),
                 as the scorer accepts.
 
@@ -114,14 +118,15 @@ class FittedScorer(Scorer):
             The scorer itself, fitted.
 
         Raises:
-            ValueError: On empty, non-2-D or non-finite features, or bad targets.
+            ValueError: On empty, non-2-D or non-finite inputs, or bad targets.
             TypeError: On inputs that are not tensors or arrays of real numbers.
         """
-        tensor, _ = as_tensor(features, "features")
-        check_matrix(tensor, "features", columns="D")
+        name = self.input_kind
+        tensor, _ = as_tensor(x, name)
+        check_matrix(tensor, name, columns=_columns(name))
         if tensor.shape[0] == 0:
             raise ValueError(
-                f"Expected `features` to have at least 1 row to fit on, got shape "
+                f"Expected `{name}` to have at least 1 row to fit on, got shape "
                 f"{tuple(tensor.shape)}."
             )
         with torch.no_grad():
@@ -130,8 +135,8 @@ class FittedScorer(Scorer):
         return self
 
     @abstractmethod
-    def fit_state(self, features: Tensor, targets: ArrayLike | None) -> dict[str, Tensor]:
-        """The fitted tensors (keys `state_names`) of checked features (N, D), N >= 1."""
+    def fit_state(self, x: Tensor, targets: ArrayLike | None) -> dict[str, Tensor]:
+        """The fitted tensors (keys `state_names`) of checked inputs (N, D), N >= 1."""
 
     @property
     def is_fitted(self) -> bool:
@@ -140,7 +145,7 @@ class FittedScorer(Scorer):
 
     @property
     def num_features(self) -> int:
-        """The feature size D seen at fit time."""
+        """The width seen at fit time: the feature size D (or the class count C of logits)."""
         return int(self.state_dict()[self.state_names[0]].shape[-1])
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -194,10 +199,12 @@ class FittedScorer(Scorer):
         return cached
 
     def check_input(self, x: Tensor) -> None:
-        """Check that the features have the fit's size D."""
+        """Check that the input has the fit's width (D features, or C logits)."""
         if x.shape[1] != self.num_features:
+            name = self.input_kind
+            symbol = _columns(name)
             raise ValueError(
-                f"Expected `features` with D = {self.num_features} columns, the feature size "
+                f"Expected `{name}` with {symbol} = {self.num_features} columns, the width "
                 f"{type(self).__name__} was fitted on, got shape {tuple(x.shape)}."
             )
 
@@ -212,6 +219,11 @@ class FittedScorer(Scorer):
                 f"This {cls} instance is not fitted yet. Call 'fit' with in-distribution "
                 f"features (or 'load_state_dict') before scoring."
             )
+
+
+def _columns(input_kind: str) -> str:
+    """The symbol of the column count of an input kind: C for logits, D for features."""
+    return "C" if input_kind == "logits" else "D"
 
 
 def register_scorer(name: str) -> Any:
