@@ -9,14 +9,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from oodscore._arrays import promote
+from oodscore._arrays import compute_dtype, promote
 from oodscore._validation import check_finite
-from oodscore.model_io import read_logits
+from oodscore.model_io import Forward, read_logits
 from oodscore.nn._modules import inference_state
 from oodscore.scorers.base import InputKind, Scorer
-
-Forward = Callable[[nn.Module, Tensor], Any]
-"""``forward(model, inputs) -> output``: how to run the model (default ``model(inputs)``)."""
 
 LogitsFn = Callable[[Tensor], Tensor]
 """``logits_fn(inputs) -> logits`` (B, C): the model as a `ModelScorer` sees it."""
@@ -70,7 +67,7 @@ class ModelScorer(Scorer):
                 f"{type(forward).__name__}."
             )
         if inputs.shape[0] == 0:
-            return inputs.new_empty(0, dtype=promote(inputs.new_empty(0)).dtype)
+            return inputs.new_empty(0, dtype=compute_dtype(inputs.dtype, from_numpy=False))
         check_finite(inputs.detach().reshape(inputs.shape[0], -1), "inputs")
         call: Forward = forward if forward is not None else _call
 
