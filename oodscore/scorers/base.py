@@ -217,7 +217,7 @@ class FittedScorer(Scorer):
             cls = type(self).__name__
             raise NotFittedError(
                 f"This {cls} instance is not fitted yet. Call 'fit' with in-distribution "
-                f"features (or 'load_state_dict') before scoring."
+                f"{self.input_kind} (or 'load_state_dict') before scoring."
             )
 
 
