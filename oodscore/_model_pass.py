@@ -20,7 +20,7 @@ from oodscore._validation import check_logits, check_matrix
 from oodscore.metrics.classification import check_targets, mean_average_precision
 from oodscore.model_io import ModelIO
 from oodscore.nn.features import FeatureCapture
-from oodscore.scorer_set import score_all
+from oodscore.scorer_set import of_kind, score_all, score_model_inputs
 from oodscore.scorers.base import Scorer
 
 T = TypeVar("T")
@@ -36,10 +36,22 @@ hundreds of calls into a few.
 
 
 class Step(NamedTuple):
-    """What one batch gave: its number, logits, captured features (or None) and targets."""
+    """What one batch gave: its number, logits, captured features (or None) and targets.
+
+    ``model_scores`` holds the scores of the model scorers, which ran the model themselves.
+    """
 
     batch: int
     logits: Tensor
+    features: Tensor | None
+    targets: Tensor | None
+    model_scores: dict[str, Tensor]
+
+
+class FitData(NamedTuple):
+    """The ID data of a fit loader: logits and features (None when not kept) and targets."""
+
+    logits: Tensor | None
     features: Tensor | None
     targets: Tensor | None
 
@@ -70,10 +82,19 @@ class ModelPass:
         self.capture = capture
         self.progress = progress
 
-    def steps(self, loader: Iterable[Any], name: str, *, read_targets: bool) -> Iterator[Step]:
+    def steps(
+        self,
+        loader: Iterable[Any],
+        name: str,
+        *,
+        read_targets: bool,
+        scorers: Mapping[str, Scorer] | None = None,
+    ) -> Iterator[Step]:
         """Every batch of ``loader`` through the model, checked, as a `Step`.
 
-        Targets are read only with ``read_targets`` (they are None otherwise).
+        Targets are read only with ``read_targets`` (they are None otherwise). The model
+        scorers among ``scorers`` score each batch after the forward pass (they run the
+        model on its input tensor themselves).
 
         Raises:
             ValueError: If the logits are not 2-D, change width between batches, some
@@ -103,7 +124,12 @@ class ModelPass:
                     f"batch {index} differs from the first."
                 )
             has_targets = targets is not None
-            yield Step(index, logits, self._features(calls, logits, where), targets)
+            features = self._features(calls, logits, where)
+            model_scores = {}
+            if scorers is not None and of_kind(scorers, "model"):
+                inputs = self.io.tensor_inputs(batch, self.device, where)
+                model_scores = score_model_inputs(scorers, self.model, inputs)
+            yield Step(index, logits, features, targets, model_scores)
         if not num_classes:
             raise ValueError(f"The {name!r} loader yielded no samples.")
 
@@ -127,17 +153,23 @@ class ModelPass:
             )
         return features
 
-    def fit_data(self, loader: Iterable[Any]) -> tuple[Tensor, Tensor | None]:
-        """The features (N, D) and targets (N,) / (N, C) or None of a fit loader, all ranks."""
-        features, targets = [], []
+    def fit_data(self, loader: Iterable[Any], *, logits: bool) -> FitData:
+        """The logits (if asked), features (if captured) and targets of a fit loader, all ranks."""
+        kept: dict[str, list[Tensor]] = {"logits": [], "features": [], "targets": []}
         for step in self.steps(loader, "fit", read_targets=True):
-            assert step.features is not None  # fitting needs a capture
-            features.append(step.features)
+            if logits:
+                kept["logits"].append(step.logits)
+            if step.features is not None:
+                kept["features"].append(step.features)
             if step.targets is not None:
-                targets.append(step.targets.to(step.features.device))
-        whole = gather_samples(torch.cat(features), loader)
-        labels = gather_samples(torch.cat(targets), loader) if targets else None
-        return whole, labels
+                kept["targets"].append(step.targets.to(step.logits.device))
+        gathered = {
+            key: gather_samples(torch.cat(parts), loader) if parts else None
+            for key, parts in kept.items()
+        }
+        if gathered["logits"] is not None:
+            check_logits(gathered["logits"], "model output on the fit loader")
+        return FitData(gathered["logits"], gathered["features"], gathered["targets"])
 
     def scores(
         self,
@@ -150,7 +182,7 @@ class ModelPass:
         """Score every batch of ``loader`` with every scorer (and keep the ID predictions)."""
         result = LoaderScores(scorers, name, keep_targets=keep_targets)
         last = 0
-        for step in self.steps(loader, name, read_targets=keep_targets):
+        for step in self.steps(loader, name, read_targets=keep_targets, scorers=scorers):
             result.add(step)
             last = step.batch
         result.flush(last)
@@ -175,6 +207,8 @@ class LoaderScores:
     def add(self, step: Step) -> None:
         """Buffer one batch; score the buffer once it holds `SCORE_CHUNK_ELEMENTS`."""
         self.num_classes = step.logits.shape[1]
+        for label, scores in step.model_scores.items():
+            self.scores[label].append(scores)
         self.pending.append(step)
         self.pending_elements += step.logits.numel()
         if step.features is not None:

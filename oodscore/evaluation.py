@@ -24,10 +24,12 @@ from oodscore.scorer_set import (
     fit_unfitted,
     of_kind,
     require_fit_data,
+    require_heads,
     resolve_scorers,
     score_all,
     unfitted,
 )
+from oodscore.scorers.base import Scorer
 
 __all__ = ["ScorerSpec", "Scorers", "evaluate", "evaluate_logits", "resolve_scorers"]
 
@@ -41,15 +43,19 @@ def evaluate_logits(
     id_features: Any = None,
     ood_features: Mapping[str, Any] | None = None,
     fit_features: Any = None,
+    fit_logits: Any = None,
     fit_targets: Any = None,
     tpr: float = 0.95,
     rule: FprRule = "first",
 ) -> Report:
     r"""Score saved logits and features with every scorer; report each OOD set's metrics.
 
-    Logit scorers score the logits, feature scorers (`oodscore.FittedScorer`) the
-    features. Feature scorers that are not fitted yet are fitted, in place, on
-    ``fit_features`` and ``fit_targets`` first; fitted ones are used as they are.
+    Logit scorers score the logits, feature scorers the features. Scorers that are not
+    fitted yet (`oodscore.FittedScorer`) are fitted, in place, first: feature scorers on
+    ``fit_features``, fitted logit scorers (KL matching, LOF, ...) on ``fit_logits``,
+    both with ``fit_targets``; fitted ones are used as they are. Scorers that apply the
+    classifier head (ReAct, ASH, DICE, ViM, ...) must be built with it (``head=`` or
+    ``weight=``/``bias=``); model scorers (ODIN) need the model: use `evaluate`.
 
     With feature scorers only, ``id_logits`` and ``ood_logits`` may be ``None``: the OOD
     sets are then the keys of ``ood_features`` (and there is no ID accuracy). Arguments
@@ -72,8 +78,10 @@ def evaluate_logits(
             required when a feature scorer is passed.
         fit_features: (N_fit, D) ID features (usually of the training set) to fit the
             feature scorers that are not fitted; required then.
-        fit_targets: Their targets: ``None``, class ids (N_fit,) or multi-hot labels
-            (N_fit, C), as the scorers' ``fit`` takes them.
+        fit_logits: (N_fit, C) ID logits to fit the logit scorers that are not fitted
+            (usually of a held-out ID set); required then.
+        fit_targets: The targets of the fit rows: ``None``, class ids (N_fit,) or
+            multi-hot labels (N_fit, C), as the scorers' ``fit`` takes them.
         tpr: The TPR at which the FPR column is read (0.95: FPR95).
         rule: How the FPR column reads the ROC curve, see
             `oodscore.metrics.fpr_at_tpr`.
@@ -85,7 +93,9 @@ def evaluate_logits(
     Raises:
         ValueError: On NaN/inf inputs, OOD logits or features of another width than the
             ID ones, row counts of logits and features that differ, empty sets, targets
-            that fit neither form, or a missing argument (named) that a scorer needs.
+            that fit neither form, a missing argument (named) that a scorer needs, or a
+            head scorer without a head.
+        TypeError: On a model scorer.
 
     Examples:
         >>> import torch
@@ -113,6 +123,12 @@ def evaluate_logits(
     resolved = resolve_scorers(scorers)
     logit_scorers = of_kind(resolved, "logits")
     feature_scorers = of_kind(resolved, "features")
+    if of_kind(resolved, "model"):
+        raise TypeError(
+            f"The scorers {of_kind(resolved, 'model')} run the model themselves (input kind "
+            "'model'); evaluate_logits has saved outputs only: use oodscore.evaluate."
+        )
+    require_heads(resolved, None, "evaluate_logits has no model to take the head from")
     if id_logits is None or ood_logits is None:
         _check_no_logits(id_logits, ood_logits, logit_scorers, id_targets)
         id_tensor, ood_tensors = None, None
@@ -124,9 +140,20 @@ def evaluate_logits(
         if id_tensor is not None and ood_tensors is not None:
             _check_rows(id_tensor, ood_tensors, id_feats, ood_feats)
     names = list(ood_tensors if ood_tensors is not None else (ood_feats or {}))
-    require_fit_data(resolved, fit_features is not None, "fit_features")
+    require_fit_data(
+        resolved,
+        {
+            "features": ("fit_features", fit_features is not None),
+            "logits": ("fit_logits", fit_logits is not None),
+        },
+    )
     if unfitted(resolved):
-        fit_unfitted(resolved, _as_features(fit_features, "fit_features"), fit_targets)
+        fit_unfitted(
+            resolved,
+            logits=None if fit_logits is None else as_logits(fit_logits, "fit_logits"),
+            features=None if fit_features is None else _as_features(fit_features, "fit_features"),
+            targets=fit_targets,
+        )
     id_metrics = {}
     if id_targets is not None and id_tensor is not None:
         id_metrics = id_task_metrics(id_tensor, id_targets)
@@ -164,8 +191,10 @@ def evaluate(
 
     Each batch goes through the model once, in eval mode and without gradients: its logits
     feed the logit scorers, and the features recorded in the same forward pass feed the
-    feature scorers, so K scorers of any kind cost one pass over each test set. The mode
-    of every submodule is restored afterwards (also on error); parameters are not touched.
+    feature scorers, so K scorers of logits and features cost one pass over each test set.
+    Model scorers (`oodscore.ModelScorer`: ODIN) then run the model on the batch's input
+    tensor themselves. The mode of every submodule is restored afterwards (also on error);
+    parameters are not touched.
 
     **Features** are, by default, the input of the classifier head, the last ``nn.Linear``
     in module order (`oodscore.nn.output_head`), i.e. the penultimate features. With
@@ -174,10 +203,16 @@ def evaluate(
     Each batch's features are flattened to (B, D). The report records the layer in
     `oodscore.Report.feature_layer` (e.g. ``"fc (input)"``).
 
-    **Fitting.** Feature scorers that are not fitted (`oodscore.FittedScorer`) are fitted,
-    in place, on the features of ``fit_loader`` (in-distribution training data), with its
-    targets (class ids or multi-hot labels; none when its batches carry none); this costs
-    one more pass, over ``fit_loader``. Fitted scorers are used as they are.
+    **The head.** Scorers that apply the classifier head to the features (ReAct, ASH,
+    DICE, SCALE, ViM, GradNorm) and were built without one get the model's head, in place,
+    when the features are its input (the default); with another ``feature_layer`` they
+    must be built with their head.
+
+    **Fitting.** Scorers that are not fitted (`oodscore.FittedScorer`) are fitted, in
+    place, on ``fit_loader`` (in-distribution data): feature scorers on its features,
+    fitted logit scorers (KL matching, LOF, ...) on its logits, with its targets (class ids
+    or multi-hot labels; none when its batches carry none); this costs one more pass, over
+    ``fit_loader``. Fitted scorers are used as they are.
 
     **Batches and outputs** (see `oodscore.model_io`): batches are tensors,
     ``(inputs, targets, ...)`` tuples/lists, or mappings (Hugging Face style: the
@@ -200,9 +235,9 @@ def evaluate(
         id_loader: Iterable of ID test batches (usually a ``DataLoader``).
         ood_loaders: ``{name: loader}``, one per OOD set (``"mean"`` is reserved).
         scorers: Scorer names or instances, or a ``{label: scorer}`` mapping
-            (see `resolve_scorers`): logit and feature scorers.
-        fit_loader: ID batches (usually the training set) to fit the feature scorers that
-            are not fitted; required then, not read otherwise.
+            (see `resolve_scorers`): logit, feature and model scorers.
+        fit_loader: ID batches (usually the training set) to fit the scorers that are not
+            fitted; required then, not read otherwise.
         feature_layer: The submodule (dotted name, with or without DDP's ``module.``) whose
             output the feature scorers read; ``None``: the input of the classifier head.
         feature_capture: ``"input"`` or ``"output"`` of the feature layer; ``None``: the
@@ -212,7 +247,8 @@ def evaluate(
         target_key: For mapping batches, the key of the targets; ``None`` reads no targets
             from any batch.
         forward: ``forward(model, batch) -> output or logits``, replacing ``model(inputs)``;
-            the batch's tensors are moved to ``device`` first.
+            the batch's tensors are moved to ``device`` first. Not with model scorers,
+            which call ``model(inputs)`` on the batch's input tensor.
         device: Where inputs go; by default the device of the model's first parameter
             (CPU for a model without parameters).
         progress: Show a progress bar per loop when ``tqdm`` is installed (rank 0 only);
@@ -225,11 +261,13 @@ def evaluate(
         A `oodscore.Report` holding the metrics, the scores and the feature layer.
 
     Raises:
-        ValueError: On a feature scorer that is not fitted without ``fit_loader``, a feature
-            layer that does not exist or does not run, NaN/inf logits or features, or
-            loaders that yield nothing.
+        ValueError: On a scorer that is not fitted without ``fit_loader``, a head scorer
+            without a head when the features are not the head's input, a feature layer
+            that does not exist or does not run, NaN/inf logits or features, or loaders
+            that yield nothing.
         TypeError: On batches or outputs of an unknown form (the message says what was
-            found and what to pass), or on a model scorer.
+            found and what to pass), or on model scorers with ``forward`` or with
+            keyword inputs.
 
     Examples:
         >>> import torch
@@ -264,10 +302,18 @@ def evaluate(
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}.")
     io = ModelIO(input_keys=input_keys, target_key=target_key, forward=forward)
-    require_fit_data(resolved, fit_loader is not None, "fit_loader")
+    if of_kind(resolved, "model") and forward is not None:
+        raise TypeError(
+            f"The model scorers {of_kind(resolved, 'model')} call model(inputs) on each "
+            "batch's input tensor and cannot use `forward`; name the input tensor with "
+            "input_keys=... instead."
+        )
+    given = fit_loader is not None
+    require_fit_data(resolved, {"features": ("fit_loader", given), "logits": ("fit_loader", given)})
     layer = None
     if of_kind(resolved, "features"):
         layer = _feature_layer(model, feature_layer, feature_capture)
+        _give_heads(model, resolved, layer, default=feature_layer is None)
     target_device = _model_device(model) if device is None else torch.device(device)
     with ExitStack() as stack:
         stack.enter_context(eval_mode(model))
@@ -278,7 +324,9 @@ def evaluate(
             stack.enter_context(capture)
         runner = ModelPass(model, io, target_device, capture, progress=progress)
         if fit_loader is not None and unfitted(resolved):
-            fit_unfitted(resolved, *runner.fit_data(fit_loader))
+            logits = bool(of_kind(unfitted(resolved), "logits"))
+            data = runner.fit_data(fit_loader, logits=logits)
+            fit_unfitted(resolved, logits=data.logits, features=data.features, targets=data.targets)
         id_run = runner.scores(id_loader, "ID", resolved, keep_targets=True)
         ood_runs = {
             name: runner.scores(loader, name, resolved, keep_targets=False)
@@ -312,6 +360,24 @@ def _feature_layer(
         return find_head(model, argument="feature_layer"), capture or "input"
     found, _ = locate_module(model, name, argument="feature_layer", unwrap=True)
     return found, capture or "output"
+
+
+def _give_heads(
+    model: nn.Module, scorers: Mapping[str, Scorer], layer: tuple[str, str], *, default: bool
+) -> None:
+    """Give the model's head to the head scorers without one, when the features are its input."""
+    name, side = layer
+    head = None
+    why = ""
+    if default and side == "input":
+        module = model.get_submodule(name)
+        if isinstance(module, nn.Linear):
+            head = module
+        else:
+            why = f"the model's head {name!r} is a {type(module).__name__}, not an nn.Linear"
+    else:
+        why = f"the features are the {side} of {name!r}, not the input of the model's head"
+    require_heads(scorers, head, why)
 
 
 def _check_no_logits(

@@ -245,6 +245,29 @@ class ModelIO:
             output = self._call(model, self._inputs(batch, where), device, where)
         return read_logits(output, where=f"the model output on {where}")
 
+    def tensor_inputs(self, batch: Any, device: torch.device, where: str = "the batch") -> Tensor:
+        """The inputs of ``batch`` as one tensor on ``device``, for scorers that perturb them.
+
+        Model scorers (`oodscore.ModelScorer`, e.g. ODIN) differentiate the model with
+        respect to its input, so it must be one tensor passed as ``model(inputs)``.
+
+        Raises:
+            TypeError: If the batch's inputs are keyword inputs, or ``forward`` is set.
+        """
+        if self.forward is not None:
+            raise TypeError(
+                "Expected no `forward` with model scorers: they run model(inputs) on the "
+                "batch's input tensor themselves; name that tensor with input_keys=... instead."
+            )
+        inputs = self._inputs(batch, where)
+        if not isinstance(inputs, Tensor):
+            raise TypeError(
+                f"Expected the inputs of {where} to be one tensor for the model scorers (they "
+                f"perturb the inputs), got the keyword inputs {list(inputs)}; name the input "
+                "tensor with input_keys='...' (one key, passed positionally)."
+            )
+        return inputs.to(device, non_blocking=True)
+
     def _inputs(self, batch: Any, where: str) -> Tensor | dict[str, Any]:
         """The inputs of ``batch``: a tensor (positional) or a dict of keyword inputs."""
         if isinstance(batch, Mapping):

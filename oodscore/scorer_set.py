@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from oodscore.scorers.base import ArrayLike, FittedScorer, Scorer, get_scorer
+from oodscore.scorers.head import UsesHead
+from oodscore.scorers.model_scorer import ModelScorer
 
 ScorerSpec = str | Scorer
 """A registered scorer name or a scorer instance."""
@@ -22,13 +24,10 @@ def resolve_scorers(scorers: Scorers) -> dict[str, Scorer]:
     A name becomes `oodscore.get_scorer` of it with default parameters, labelled by
     the name; an instance is labelled by its registry name (or its class name when it has
     none). Two scorers with the same label are an error: pass a mapping to tell them apart.
-    Logit and feature scorers are accepted; model scorers (``input_kind == "model"``) are
-    not supported yet.
 
     Raises:
         ValueError: On no scorers, an unknown name or a repeated label.
-        TypeError: On something that is neither a name nor a `oodscore.Scorer`, or on a
-            model scorer.
+        TypeError: On something that is neither a name nor a `oodscore.Scorer`.
 
     Examples:
         >>> from oodscore import Energy
@@ -66,11 +65,6 @@ def resolve_scorers(scorers: Scorers) -> dict[str, Scorer]:
             raise TypeError(
                 f"Expected each scorer to be a registered name or a Scorer, got {spec!r}."
             )
-        if scorer.input_kind == "model":
-            raise TypeError(
-                f"Scorer {scorer!r} runs the model itself (input_kind 'model'); evaluate and "
-                "evaluate_logits do not support model scorers yet (not implemented)."
-            )
         name = default_label if label is None else label
         if not isinstance(name, str) or not name:
             raise TypeError(f"Expected scorer labels to be non-empty strings, got {name!r}.")
@@ -97,23 +91,67 @@ def unfitted(scorers: Mapping[str, Scorer]) -> dict[str, FittedScorer]:
     }
 
 
-def require_fit_data(scorers: Mapping[str, Scorer], given: bool, argument: str) -> None:
-    """Raise a ``ValueError`` if a scorer needs fitting and ``argument`` was not ``given``."""
-    labels = list(unfitted(scorers))
-    if labels and not given:
+def require_fit_data(scorers: Mapping[str, Scorer], given: Mapping[str, tuple[str, bool]]) -> None:
+    """Raise a ``ValueError`` if a scorer is not fitted and its kind of fit data is missing.
+
+    Args:
+        scorers: The labelled scorers.
+        given: ``{input kind: (argument, given)}``: for ``"features"`` and ``"logits"``, the
+            argument that holds that kind of fit data and whether it was passed.
+    """
+    for kind, (argument, present) in given.items():
+        labels = [label for label, s in unfitted(scorers).items() if s.input_kind == kind]
+        if labels and not present:
+            raise ValueError(
+                f"The scorers {labels} are not fitted and `{argument}` was not given: they fit "
+                f"on in-distribution {kind}; pass `{argument}` (usually the training or a "
+                f"validation set) to fit them, or fit them first (scorer.fit({kind}, targets), "
+                "or load_state_dict)."
+            )
+
+
+def require_heads(scorers: Mapping[str, Scorer], head: nn.Linear | None, why: str) -> None:
+    """Give ``head`` to the scorers that apply the classifier head and have none.
+
+    Args:
+        scorers: The labelled scorers; those with `needs_head` and no head get ``head``
+            (`oodscore.scorers.head.UsesHead.set_head`), in place.
+        head: The model's head, or ``None`` when it cannot be used.
+        why: Why there is no head, for the error message.
+
+    Raises:
+        ValueError: If a scorer needs a head, has none, and ``head`` is ``None``.
+    """
+    missing = [
+        label
+        for label, scorer in scorers.items()
+        if isinstance(scorer, UsesHead) and not scorer.has_head
+    ]
+    if not missing:
+        return
+    if head is None:
         raise ValueError(
-            f"The feature scorers {labels} are not fitted and `{argument}` was not given: pass "
-            f"`{argument}` (in-distribution training data) to fit them, or fit them first "
-            "(scorer.fit(features, targets), or load_state_dict)."
+            f"The scorers {missing} apply the classifier head to the features and have none; "
+            f"{why}. Build them with head=model.fc (an nn.Linear) or weight=/bias=."
         )
+    for label in missing:
+        scorer = scorers[label]
+        assert isinstance(scorer, UsesHead)
+        scorer.set_head(head)
 
 
 def fit_unfitted(
-    scorers: Mapping[str, Scorer], features: ArrayLike, targets: ArrayLike | None
+    scorers: Mapping[str, Scorer],
+    *,
+    logits: ArrayLike | None,
+    features: ArrayLike | None,
+    targets: ArrayLike | None,
 ) -> None:
-    """Fit every scorer of `unfitted` in place on ID ``features`` and ``targets``."""
+    """Fit every scorer of `unfitted` in place on the ID data of its input kind and ``targets``."""
     for scorer in unfitted(scorers).values():
-        scorer.fit(features, targets)
+        data = features if scorer.input_kind == "features" else logits
+        assert data is not None  # the callers check with require_fit_data
+        scorer.fit(data, targets)
 
 
 def score_all(
@@ -121,11 +159,25 @@ def score_all(
 ) -> dict[str, Tensor]:
     """``{label: scores}``: logit scorers score ``logits``, feature scorers ``features``.
 
+    Model scorers are skipped (they run the model themselves, see `score_model_inputs`).
     The scores keep the dtype each scorer returns.
     """
     out: dict[str, Tensor] = {}
     for label, scorer in scorers.items():
+        if scorer.input_kind == "model":
+            continue
         inputs = features if scorer.input_kind == "features" else logits
         assert inputs is not None  # the callers check that each kind has its inputs
         out[label] = scorer(inputs)
     return out
+
+
+def score_model_inputs(
+    scorers: Mapping[str, Scorer], model: nn.Module, inputs: Tensor
+) -> dict[str, Tensor]:
+    """``{label: scores}`` of the model scorers (`oodscore.ModelScorer`) on one batch."""
+    return {
+        label: scorer(model, inputs)
+        for label, scorer in scorers.items()
+        if isinstance(scorer, ModelScorer)
+    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,3 +32,15 @@ def test_every_module_is_on_the_page() -> None:
 
 def test_the_page_names_no_missing_module() -> None:
     assert named_on_page() - modules() == set()
+
+
+def test_importing_the_package_registers_every_scorer_module() -> None:
+    """A scorer module the package does not import would be invisible to users."""
+    code = (
+        "import pkgutil, sys, oodscore, oodscore.scorers as s; "
+        "missing = [m.name for m in pkgutil.iter_modules(s.__path__) "
+        "if f'oodscore.scorers.{m.name}' not in sys.modules]; "
+        "print(missing); sys.exit(bool(missing))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,10 @@ def logits_for(width: int, rows: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 LOGIT_SCORERS = [
-    n for n in list_scorers() if oodscore.scorers.base.SCORERS.get_class(n).input_kind == "logits"
+    n
+    for n in list_scorers()
+    if oodscore.scorers.base.SCORERS.get_class(n).input_kind == "logits"
+    and not oodscore.scorers.base.SCORERS.get_class(n).requires_fit
 ]
 
 
@@ -139,6 +143,6 @@ def test_public_name_round_trips(scorer_and_width):
 def test_docstring_cites_a_source(scorer_and_width):
     scorer, _ = scorer_and_width
     doc = type(scorer).__doc__ or ""
-    assert any(year in doc for year in ("2017", "2018", "2019", "2020", "2021", "2022", "2023"))
+    assert re.search(r"\b20[12]\d\b", doc)
     assert "\n    Examples:\n" in doc  # the heading mkdocstrings renders as code
     assert "\n    Source: " in doc

@@ -402,7 +402,7 @@ def test_errors_name_what_was_found_and_the_fix() -> None:
     # The last Linear of _Unused is a layer its forward never calls.
     with pytest.raises(ValueError, match=r"layer 'spare' did not run in the forward pass of batch"):
         evaluate(_Unused(), parts["id"], parts["ood"], SCORERS, fit_loader=parts["fit"])
-    with pytest.raises(TypeError, match="do not support model scorers yet"):
+    with pytest.raises(TypeError, match=r"one tensor for the model scorers.*keyword inputs"):
         evaluate(net, parts["id"], parts["ood"], [_ModelScorer()], progress=False)
 
 

@@ -254,7 +254,7 @@ class _ModelScorer(Scorer):
             ValueError,
             r"`id_features` for the feature scorers \['_FeatureScorer'\]",
         ),
-        ([_ModelScorer()], TypeError, "do not support model scorers yet"),
+        ([_ModelScorer()], TypeError, "run the model themselves.*use oodscore.evaluate"),
     ],
 )
 def test_bad_scorers(scorers: Any, error: type[Exception], match: str) -> None:

@@ -326,10 +326,11 @@ def _check_states(
         return
     for label, path in states.items():
         scorer = scorers[label]
-        if isinstance(scorer, FittedScorer) and scorer.num_features != test.shape[1]:
+        width = scorer.num_features if isinstance(scorer, FittedScorer) else None
+        if width is not None and width != test.shape[1]:
             raise ValueError(
                 f"--id-features {str(args.id_features)!r} has D = {test.shape[1]} columns; "
-                f"{label!r} (--state {str(path)!r}) was fitted on D = {scorer.num_features}."
+                f"{label!r} (--state {str(path)!r}) was fitted on D = {width}."
             )
 
 

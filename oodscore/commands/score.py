@@ -172,10 +172,11 @@ def _score_features(scorer: FittedScorer, args: argparse.Namespace, inputs: list
             raise ValueError(f"Cannot fit {args.name!r} on {str(args.fit)!r}: {error}") from None
     features = load_array(args.input, key=args.key)
     source = f"--fit {str(args.fit)!r}" if args.fit is not None else f"--state {str(args.state)!r}"
-    if features.ndim == 2 and features.shape[1] != scorer.num_features:
+    width = scorer.num_features
+    if features.ndim == 2 and width is not None and features.shape[1] != width:
         raise ValueError(
             f"{str(args.input)!r} has D = {features.shape[1]} feature columns; the scorer was "
-            f"fitted on D = {scorer.num_features} ({source})."
+            f"fitted on D = {width} ({source})."
         )
     scores = scorer(features)
     output: Path = args.output

@@ -18,7 +18,9 @@ from oodscore.scorers.base import (
     register_scorer,
     unregister_scorer,
 )
+from oodscore.scorers.composed import ComposesLogitScorer
 from oodscore.scorers.energy import Energy, JointEnergy
+from oodscore.scorers.head import UsesHead
 from oodscore.scorers.logit import MaxLogit
 from oodscore.scorers.mahalanobis import Mahalanobis, RelativeMahalanobis
 from oodscore.scorers.model_scorer import ModelScorer
@@ -29,6 +31,7 @@ __all__ = [
     "GEN",
     "MOS",
     "MSP",
+    "ComposesLogitScorer",
     "Energy",
     "Entropy",
     "FittedScorer",
@@ -39,6 +42,7 @@ __all__ = [
     "NotFittedError",
     "RelativeMahalanobis",
     "Scorer",
+    "UsesHead",
     "energy_score",
     "entropy_score",
     "gen_score",

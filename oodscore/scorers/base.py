@@ -47,12 +47,20 @@ class Scorer(HasParams, ABC):
         name: The registry name (set by `register_scorer`).
         input_kind: What the scorer consumes: ``"logits"``, ``"features"`` or ``"model"``.
         requires_fit: Whether `fit` must run before scoring (see `FittedScorer`).
+        needs_head: Whether the scorer applies the classifier head to features (ReAct,
+            ASH, DICE, ViM, ...; see `oodscore.scorers.head.UsesHead`).
+        differentiable: Whether gradients flow from the scores to the input (``False``
+            for scikit-learn models such as LOF).
+        multilabel: Whether the scorer has a form for multi-label (sigmoid) classifiers.
         higher_is_id: Always ``True``; stated so wrappers and tests can rely on it.
     """
 
     name: ClassVar[str] = ""
     input_kind: ClassVar[InputKind] = "logits"
     requires_fit: ClassVar[bool] = False
+    needs_head: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = True
+    multilabel: ClassVar[bool] = False
     higher_is_id: ClassVar[bool] = True
 
     def __call__(self, x: ArrayT) -> ArrayT:
@@ -94,12 +102,15 @@ class FittedScorer(Scorer):
     width than the fit's is a ``ValueError``.
 
     Attributes:
-        state_names: The keys of `state_dict`, in order.
+        state_names: The keys of `state_dict`, in order; the last axis of the first one is
+            the fit's width (see `num_features`).
+        fixes_width: Whether the state fixes the width of the inputs (``True`` by default).
     """
 
     input_kind: ClassVar[InputKind] = "features"
     requires_fit: ClassVar[bool] = True
     state_names: ClassVar[tuple[str, ...]] = ()
+    fixes_width: ClassVar[bool] = True
 
     _state: dict[str, Tensor] | None = None
     _on_device: dict[torch.device, dict[str, Tensor]]
@@ -144,8 +155,14 @@ class FittedScorer(Scorer):
         return self._state is not None
 
     @property
-    def num_features(self) -> int:
-        """The width seen at fit time: the feature size D (or the class count C of logits)."""
+    def num_features(self) -> int | None:
+        """The width seen at fit time: the feature size D (or the class count C of logits).
+
+        ``None`` for a state that does not fix the width (`fixes_width` is ``False``, e.g.
+        ReAct's one clipping threshold).
+        """
+        if not self.fixes_width:
+            return None
         return int(self.state_dict()[self.state_names[0]].shape[-1])
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -200,11 +217,12 @@ class FittedScorer(Scorer):
 
     def check_input(self, x: Tensor) -> None:
         """Check that the input has the fit's width (D features, or C logits)."""
-        if x.shape[1] != self.num_features:
+        width = self.num_features
+        if width is not None and x.shape[1] != width:
             name = self.input_kind
             symbol = _columns(name)
             raise ValueError(
-                f"Expected `{name}` with {symbol} = {self.num_features} columns, the width "
+                f"Expected `{name}` with {symbol} = {width} columns, the width "
                 f"{type(self).__name__} was fitted on, got shape {tuple(x.shape)}."
             )
 
