@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from oodscore._validation import check_int, check_positive
@@ -61,6 +63,8 @@ class JointEnergy(Scorer):
 
     Source: Wang, Liu, Bocchieri & Li, NeurIPS 2021; ``deeplearning-wisc/multi-label-ood``.
     """
+
+    multilabel: ClassVar[bool] = True
 
     def __init__(self, *, top_k: int | None = None) -> None:
         self.top_k = None if top_k is None else check_int(top_k, "top_k")

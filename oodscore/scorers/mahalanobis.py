@@ -62,6 +62,8 @@ class Mahalanobis(FittedScorer):
     Source: Lee, Lee, Lee & Shin, NeurIPS 2018; ``pokaxpoka/deep_Mahalanobis_detector``.
     """
 
+    multilabel: ClassVar[bool] = True
+
     state_names: ClassVar[tuple[str, ...]] = ("means", "whitening")
 
     def __init__(self, *, aggregation: Aggregation = "max", shrinkage: float | None = None) -> None:
@@ -115,6 +117,8 @@ class RelativeMahalanobis(FittedScorer):
 
     Source: Ren, Fort, Liu, Roy, Padhy & Lakshminarayanan, 2021 (arXiv 2106.09022).
     """
+
+    multilabel: ClassVar[bool] = True
 
     state_names: ClassVar[tuple[str, ...]] = (
         "means",
