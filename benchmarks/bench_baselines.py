@@ -36,12 +36,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import configure_threads, markdown_table, write_results  # noqa: E402
+from common import configure_threads, markdown_table, write_results
 
-from oodscore import Report, Scorer, evaluate, get_scorer, list_scorers  # noqa: E402
-from oodscore.commands.demo import FULL, train  # noqa: E402
-from oodscore.data import multi_label_sets, single_label_sets  # noqa: E402
-from oodscore.data.demo import DemoSets  # noqa: E402
+from oodscore import Report, Scorer, evaluate, get_scorer, list_scorers
+from oodscore.commands.demo import FULL, train
+from oodscore.data import multi_label_sets, single_label_sets
+from oodscore.data.demo import DemoSets
 
 LEFT_OUT = {"mos": "needs a group-softmax head"}
 
@@ -137,7 +137,8 @@ def main() -> None:
         "the 90th percentile): no method was tuned on these sets.\n\n" + "\n".join(sections)
     )
     command = "python benchmarks/bench_baselines.py --seeds " + seeds
-    path = write_results(args.output, title="Every scorer on the digits", command=command, body=body)
+    title = "Every scorer on the digits"
+    path = write_results(args.output, title=title, command=command, body=body)
     print(f"wrote {path}")
 
 

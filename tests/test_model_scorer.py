@@ -151,3 +151,15 @@ def test_bad_forward():
 def test_called_on_logits_says_how_to_call_it():
     with pytest.raises(TypeError, match=r"scorer\(model, inputs\)"):
         InputGradientNorm().score(torch.zeros(2, 3))
+
+
+def test_works_under_inference_mode():
+    """Inputs made under torch.inference_mode cannot join a graph; the call copies them."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 4).double()
+    x = torch.randn(6, 5, dtype=torch.float64)
+    want = InputGradientNorm()(model, x)
+    with torch.inference_mode():
+        inside = torch.randn(6, 5, dtype=torch.float64).copy_(x)
+        got = InputGradientNorm()(model, inside)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

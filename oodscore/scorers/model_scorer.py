@@ -25,9 +25,10 @@ class ModelScorer(Scorer):
     The call leaves the model as it found it: it runs in eval mode, its parameters do not
     require gradients for the duration (only the inputs do, where the method needs an
     input gradient), no parameter's ``.grad`` is written, and every flag is restored
-    after, also when the scorer raises. It works inside ``torch.no_grad()``: a scorer
-    that needs gradients enables them locally. Scores come back detached, on the device
-    of the model's output, in float32 for half-precision models.
+    after, also when the scorer raises. It works inside ``torch.no_grad()`` and
+    ``torch.inference_mode()``: a scorer that needs gradients enables them locally.
+    Scores come back detached, on the device of the model's output, in float32 for
+    half-precision models.
 
     A subclass writes `score_model`, which gets ``logits_fn`` (inputs → checked logits)
     and the checked inputs.
@@ -80,8 +81,11 @@ class ModelScorer(Scorer):
                 )
             return promote(logits)
 
-        with inference_state(model):
-            scores = self.score_model(logits_fn, inputs.detach())
+        # Under torch.inference_mode no tensor can join a graph: leave it for the call, and
+        # copy inputs made there into ordinary tensors.
+        with torch.inference_mode(False), inference_state(model):
+            x = inputs.detach()
+            scores = self.score_model(logits_fn, x.clone() if x.is_inference() else x)
         return promote(scores.detach())
 
     @abstractmethod
