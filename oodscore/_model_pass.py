@@ -81,6 +81,8 @@ class ModelPass:
         self.device = device
         self.capture = capture
         self.progress = progress
+        self.classes: tuple[int, str] | None = None
+        """The logit width of the first loader run, and its name: every loader must match."""
 
     def steps(
         self,
@@ -118,6 +120,7 @@ class ModelPass:
                     f"the batches before, got shape {tuple(logits.shape)}."
                 )
             num_classes = logits.shape[1]
+            self._check_classes(num_classes, name, where)
             if has_targets is not None and has_targets != (targets is not None):
                 raise ValueError(
                     f"Expected every batch of {name!r} to carry targets or none to, but "
@@ -132,6 +135,17 @@ class ModelPass:
             yield Step(index, logits, features, targets, model_scores)
         if not num_classes:
             raise ValueError(f"The {name!r} loader yielded no samples.")
+
+    def _check_classes(self, num_classes: int, name: str, where: str) -> None:
+        """The first loader fixes the logit width C; every other loader must give the same."""
+        if self.classes is None:
+            self.classes = (num_classes, name)
+        elif self.classes[0] != num_classes:
+            raise ValueError(
+                f"Expected the model output on {where} to have C = {self.classes[0]} columns "
+                f"like the {self.classes[1]!r} loader, got {num_classes}: every loader must "
+                "give logits of the same classes."
+            )
 
     def _features(self, calls_before: int, logits: Tensor, where: str) -> Tensor | None:
         """The features the capture recorded in this forward pass, (B, D), one per logit row."""

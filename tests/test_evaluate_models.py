@@ -652,3 +652,16 @@ def test_distributed_fit_uses_every_rank(tmp_path: Path) -> None:
         assert got["feature_layer"] == "head (input)"
         for got_row, row in zip(got["rows"], single["rows"], strict=True):
             assert got_row == pytest.approx(row, abs=1e-9)
+
+
+def test_every_loader_must_give_the_classes_of_the_first() -> None:
+    """ID logits of 5 classes and OOD logits of 3 once gave a report (AUROC 0.0375)."""
+    g = torch.Generator().manual_seed(0)
+    five, three = torch.randn(10, 5, generator=g), torch.randn(10, 3, generator=g)
+    with pytest.raises(ValueError, match=r"batch 0 of 'o' to have C = 5 columns like the 'ID'"):
+        evaluate(nn.Identity(), [five], {"o": [three]}, ["msp"], progress=False)
+    with pytest.raises(ValueError, match=r"ood_logits\['o'\]"):
+        evaluate_logits(five, {"o": three}, ["msp"])
+    # The fit loader comes first when a scorer is fitted: its width is the one to match.
+    with pytest.raises(ValueError, match=r"batch 0 of 'ID' to have C = 3 columns like the 'fit'"):
+        evaluate(nn.Identity(), [five], {"o": [five]}, ["kl_matching"], fit_loader=[three])

@@ -40,12 +40,13 @@ def describe(cls: type) -> tuple[str, str]:
 
 
 def kind_tag(cls: type[Scorer]) -> str:
-    """What the scorer reads, when not logits: ``[features: fit on ID features]``."""
-    if cls.input_kind == "features":
-        return "[features: fit on ID features]" if cls.requires_fit else "[features]"
+    """What the scorer reads, when more than logits: ``[features + head: fit on ID features]``."""
     if cls.input_kind == "model":
         return "[model: runs the model]"
-    return ""
+    reads = "features + head" if cls.needs_head else cls.input_kind
+    if cls.requires_fit:
+        return f"[{reads}: fit on ID {cls.input_kind}]"
+    return "" if reads == "logits" else f"[{reads}]"
 
 
 def run(args: argparse.Namespace) -> int:
