@@ -60,14 +60,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import import_pytorch_ood, measure_step
 
 MiB = 1 << 20
 MB = 1e6
@@ -147,23 +148,10 @@ def oodscore_method() -> tuple[Fit, Score]:
     return fit, score
 
 
-def import_pytorch_ood_mahalanobis() -> Any:
-    """pytorch-ood's detector class, without running ``pytorch_ood/__init__`` (torchvision)."""
-    spec = importlib.util.find_spec("pytorch_ood")
-    if spec is None or spec.submodule_search_locations is None:
-        raise ImportError("pytorch-ood is not installed (requirements/bench.txt)")
-    stub = types.ModuleType("pytorch_ood")
-    stub.__path__ = list(spec.submodule_search_locations)
-    sys.modules["pytorch_ood"] = stub
-    from pytorch_ood.detector.mahalanobis import Mahalanobis
-
-    return Mahalanobis
-
-
 def pytorch_ood_method() -> tuple[Fit, Score]:
     import torch
 
-    detector = import_pytorch_ood_mahalanobis()
+    detector = import_pytorch_ood("mahalanobis").Mahalanobis
 
     def fit(train: np.ndarray, labels: np.ndarray) -> Any:
         return detector(None).fit_features(torch.from_numpy(train), torch.from_numpy(labels))
@@ -220,32 +208,6 @@ def method_functions(name: str) -> tuple[Fit, Score]:
 # --- one measurement (child process) -----------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # resets VmHWM (the peak RSS) to the current RSS
-
-
-def _measure(step: Callable[[], Any]) -> tuple[Any, float, int]:
-    """Result, wall seconds and peak RSS increase (bytes) of ``step()``."""
-    import gc
-
-    gc.collect()
-    _reset_peak()
-    before = _status_kib("VmRSS")
-    start = time.perf_counter()
-    result = step()
-    seconds = time.perf_counter() - start
-    return result, seconds, max(0, _status_kib("VmHWM") - before) * 1024
-
-
 def blas_description() -> str:
     from threadpoolctl import threadpool_info
 
@@ -270,8 +232,8 @@ def child(name: str, folder: Path, scores_out: Path | None) -> None:
     warm_rows = min(len(train), 2000)
     score(fit(train[:warm_rows], labels[:warm_rows]), queries[:500])
 
-    model, fit_s, fit_peak = _measure(lambda: fit(train, labels))
-    scores, score_s, score_peak = _measure(lambda: score(model, queries))
+    model, fit_s, fit_peak = measure_step(lambda: fit(train, labels))
+    scores, score_s, score_peak = measure_step(lambda: score(model, queries))
     if scores_out is not None:
         np.save(scores_out, np.asarray(scores, dtype=np.float64))
     info: dict[str, Any] = {

@@ -50,13 +50,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import import_pytorch_ood, measure_step
 
 MB = 1e6
 OURS = ["energy", "react", "ash-s", "ash-p", "ash-b", "scale", "dice"]
@@ -133,19 +134,6 @@ def oodscore_method(name: str, weight: np.ndarray, bias: np.ndarray) -> tuple[Fi
     return None, score
 
 
-def import_pytorch_ood(module: str) -> Any:
-    """``pytorch_ood.detector.<module>``, without running ``pytorch_ood/__init__``."""
-    if "pytorch_ood" not in sys.modules:
-        spec = importlib.util.find_spec("pytorch_ood")
-        if spec is None or spec.submodule_search_locations is None:
-            raise ImportError("pytorch-ood is not installed (requirements/bench.txt)")
-        stub = types.ModuleType("pytorch_ood")
-        stub.__path__ = list(spec.submodule_search_locations)
-        stub.__spec__ = spec
-        sys.modules["pytorch_ood"] = stub
-    return importlib.import_module(f"pytorch_ood.detector.{module}")
-
-
 def pytorch_ood_method(
     name: str, weight: np.ndarray, bias: np.ndarray, batch: int
 ) -> tuple[Fit | None, Score]:
@@ -199,28 +187,6 @@ def pytorch_ood_method(
 # --- one measurement (child process) -----------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _measure(step: Callable[[], Any]) -> tuple[Any, float, int]:
-    """Result, wall seconds and peak RSS increase (bytes) of ``step()``."""
-    import gc
-
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # resets VmHWM (the peak RSS) to the current RSS
-    before = _status_kib("VmRSS")
-    start = time.perf_counter()
-    result = step()
-    seconds = time.perf_counter() - start
-    return result, seconds, max(0, _status_kib("VmHWM") - before) * 1024
-
-
 def child(
     name: str, folder: Path, scores_out: Path | None, peer_batch: int, threads: int | None
 ) -> None:
@@ -239,9 +205,9 @@ def child(
     score(model, queries[:512])  # warm-up (DICE: computes and caches the masked head)
     fit_s = fit_peak = 0.0
     if fit is not None:
-        model, fit_s, fit_peak = _measure(lambda: fit(fit_rows))
+        model, fit_s, fit_peak = measure_step(lambda: fit(fit_rows))
         score(model, queries[:512])
-    scores, score_s, score_peak = _measure(lambda: score(model, queries))
+    scores, score_s, score_peak = measure_step(lambda: score(model, queries))
     if scores_out is not None:
         np.save(scores_out, np.asarray(scores, dtype=np.float64))
     info = {
