@@ -81,7 +81,8 @@ def to_torch(x: np.ndarray[Any, Any]) -> Tensor:
     read-only arrays (memory maps, broadcasts) are wrapped without torch's warning: nothing
     in oodscore writes to the tensor.
     """
-    array = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    # ascontiguousarray returns at least 1-D: keep a 0-d array 0-d, so messages name it.
+    array = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")).reshape(x.shape)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         return torch.from_numpy(array)
@@ -120,3 +121,38 @@ def map_rows(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     for start in range(rows, x.shape[0], rows):
         out[start : start + rows] = fn(x[start : start + rows])
     return out
+
+
+def saturate(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``x`` clamped to the finite range of ``dtype`` (default: the dtype of ``x``).
+
+    For results whose exact value lies beyond the dtype (a sum of two logits of 3e38 in
+    float32): the largest finite value of that sign instead of ±inf. Where it clamps, no
+    gradient flows (the gradient of the saturated function). NaN stays NaN.
+    """
+    largest = torch.finfo(dtype or x.dtype).max
+    return x.clamp(-largest, largest)
+
+
+def finite_sum(x: Tensor, dim: int | None = None, *, mean: bool = False) -> Tensor:
+    """Sum (or mean, ``mean=True``) of floating ``x`` over ``dim`` (all of it for ``None``).
+
+    No partial sum overflows: below float64 the sum is accumulated in float64 (which holds
+    any sum of float32 values), and a float64 sum runs on ``x`` scaled by a power of two
+    ``2**-k <= 1/n`` (exact, bar subnormals) and is scaled back once. The result is in the
+    dtype of ``x``, saturated (`saturate`) where its exact value lies beyond that dtype; so
+    float32 ``[3e38, 3e38, -3e38]`` sums to 3e38, not inf, and float64 ``[1e308, 1e308,
+    -1e308, -1e308]`` to 0, not NaN.
+    """
+    count = x.numel() if dim is None else x.shape[dim]
+    if x.dtype != torch.float64:
+        total = (
+            x.sum(dim=dim, dtype=torch.float64) if dim is not None else x.sum(dtype=torch.float64)
+        )
+        if mean:
+            total = total / max(count, 1)
+        return saturate(total, x.dtype).to(x.dtype)
+    shift = max(count - 1, 0).bit_length()  # 2**shift >= count
+    scale = 2.0**-shift
+    scaled = (x * scale).sum(dim=dim) if dim is not None else (x * scale).sum()
+    return saturate(scaled / (count * scale) if mean and count else scaled / scale)

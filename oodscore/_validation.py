@@ -86,6 +86,15 @@ FINITE = Interval(Real, None, None)
 POSITIVE = Interval(Real, 0, None, closed="neither")
 NON_NEGATIVE = Interval(Real, 0, None, closed="left")
 UNIT_OPEN = Interval(Real, 0, 1, closed="neither")
+TEMPERATURE = Interval(Real, 1e-6, 1e6)
+"""Softmax and energy temperatures: within it, softmax(f/T), T logsumexp(f/T) and their
+gradients are finite and accurate in float32 for every finite logit (published values:
+1 to 1000)."""
+LOSS_SCALE = Interval(Real, 0, 1e6)
+"""Loss weights and margin shifts: large enough for any use, small enough that a weighted
+loss of finite logits stays finite."""
+MARGIN = Interval(Real, -1e6, 1e6)
+"""Energy margins: beyond ±1e6 the squared hinges of ordinary logits would saturate."""
 
 
 def check_positive(value: object, name: str) -> float:

@@ -1,98 +1,260 @@
 """Safe reading and writing of array files (logits, features, targets, scores).
 
-Nothing is unpickled, nothing overwritten.
+Nothing is unpickled, nothing overwritten, nothing guessed.
 
 Readers accept ``.npy``, ``.npz``, ``.pt``/``.pth`` and ``.csv``. They never execute code from a
 file: NumPy files load with ``allow_pickle=False`` and torch files with ``weights_only=True``.
+Compressed members of ``.npz`` and ``.pt`` files may expand to at most `DECOMPRESS_LIMIT`
+bytes (``decompress_limit=``). A CSV file's header line and row-index column are read as the
+``header`` and ``index`` policies say; where a file could be read two ways, ``"auto"`` refuses
+it and names the option that settles it.
+
 Writers go through a temporary file in the destination's folder and an atomic rename, refuse
-an existing destination unless ``force=True``, and never write over one of the inputs.
+an existing destination unless ``force=True``, and never write over one of the inputs. Arrays
+are written in chunks (`write_array`): a large CSV never exists as one string in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import secrets
 import stat
 import warnings
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
+from oodscore._csv import POLICIES, CsvPolicy, check_policy, read_csv
+
+__all__ = [
+    "DECOMPRESS_LIMIT",
+    "POLICIES",
+    "READABLE",
+    "WRITE_CHUNK",
+    "CsvPolicy",
+    "check_outputs",
+    "check_suffix",
+    "encode_array",
+    "load_array",
+    "load_targets",
+    "load_torch",
+    "parse_size",
+    "write_array",
+    "write_atomic",
+]
+
 READABLE = (".npy", ".npz", ".pt", ".pth", ".csv")
 """File extensions `load_array` reads."""
 
+DECOMPRESS_LIMIT = 1 << 30
+"""Bytes (1 GiB) that the compressed members of an ``.npz`` or ``.pt`` file may expand to.
 
-def load_array(path: str | os.PathLike[str], *, key: str | None = None) -> np.ndarray[Any, Any]:
+Stored (uncompressed) members are as large in the file as in memory and have no limit.
+Raise it with ``decompress_limit=`` (``--decompress-limit`` on the command line) for a
+larger file you trust."""
+
+WRITE_CHUNK = 1 << 16
+"""Values formatted per write when a CSV file is written (about 1.5 MB of text)."""
+
+Writer = Callable[[IO[bytes]], None]
+
+
+def load_array(
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    header: CsvPolicy = "auto",
+    index: CsvPolicy = "auto",
+    decompress_limit: int = DECOMPRESS_LIMIT,
+) -> np.ndarray[Any, Any]:
     """Read one numeric array from ``path``.
 
     Args:
         path: A ``.npy``, ``.npz``, ``.pt``/``.pth`` (a tensor, or a dict of tensors) or ``.csv``
-            (comma-separated numbers, one row per line, an optional header line) file.
+            (comma-separated numbers, one row per line; UTF-8, with or without a byte-order
+            mark; blank lines and ``#`` comments skipped) file.
         key: Which array of an ``.npz`` file or of a dict saved in a ``.pt`` file; may be
-            omitted when the file holds exactly one.
+            omitted when the file holds exactly one. Keys of a dict are compared as text
+            (``"0"`` picks the key ``0``).
+        header: Whether the first line of a CSV file names the columns. ``"auto"`` takes a
+            line of text for a header and a line of numbers for data, and refuses a line
+            that mixes both or that is exactly ``0,1,...,C-1`` (pandas' default column
+            names, or a row of data).
+        index: Whether the first column of a CSV file is a row index (dropped) or data.
+            ``"auto"`` refuses a first column with no name in the header or that holds
+            exactly ``0, 1, ..., N-1``, as pandas writes its index.
+        decompress_limit: Bytes that a compressed member of an ``.npz`` or ``.pt`` file
+            may expand to (default `DECOMPRESS_LIMIT`).
 
     Raises:
-        ValueError: On an unknown extension, a missing or ambiguous key, or contents that
-            are not a numeric array.
+        ValueError: On an unknown extension, a missing or ambiguous key, a CSV file that
+            ``"auto"`` could read two ways, contents that are not a numeric array (a 0-d
+            array, complex, meta, sparse or quantized tensors), or a member over
+            ``decompress_limit``.
         OSError: If the file cannot be read.
     """
     path = Path(path)
     suffix = check_suffix(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {str(path)!r}.")
+    check_policy(header, "header")
+    check_policy(index, "index")
+    _check_file(path)
     if suffix == ".npy":
         array = _load_npy(path)
     elif suffix == ".npz":
-        array = _load_npz(path, key)
+        array = _load_npz(path, key, decompress_limit)
     elif suffix in (".pt", ".pth"):
-        array = _load_torch(path, key)
+        array = _load_torch(path, key, decompress_limit)
     else:
-        array = _load_csv(path)
+        array = read_csv(path, header=header, index=index)
     if array.dtype.kind not in "fiu":
-        raise ValueError(f"{str(path)!r} holds {array.dtype} values, expected numbers.")
+        raise ValueError(f"{_name(path)} holds {array.dtype} values, expected real numbers.")
+    if array.ndim == 0:
+        raise ValueError(
+            f"{_name(path)} holds a single number (a 0-d array), expected an array of rows."
+        )
     return array
+
+
+def _name(path: Path) -> str:
+    return repr(str(path))
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{_name(path)} is a directory, not a file.")
+    if not path.is_file():
+        raise FileNotFoundError(f"No such file: {_name(path)}.")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__).rstrip(".")
 
 
 def _load_npy(path: Path) -> np.ndarray[Any, Any]:
     try:
-        return np.asarray(np.load(path, allow_pickle=False))
+        loaded = np.load(path, allow_pickle=False)
     except ValueError as error:
-        raise ValueError(f"Cannot read {str(path)!r} without unpickling: {error}") from None
+        raise ValueError(f"Cannot read {_name(path)} without unpickling: {error}") from None
+    except Exception as error:  # EOFError on an empty file, OSError, MemoryError...
+        raise ValueError(
+            f"Cannot read {_name(path)} as a .npy file: {_first_line(error)}."
+        ) from None
+    if not isinstance(loaded, np.ndarray):
+        loaded.close()
+        raise ValueError(f"{_name(path)} is an .npz archive; name it .npz.")
+    return loaded
 
 
-def _load_npz(path: Path, key: str | None) -> np.ndarray[Any, Any]:
+def _load_npz(path: Path, key: str | None, limit: int) -> np.ndarray[Any, Any]:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return np.asarray(archive[_pick_key(path, list(archive.files), key)])
-    except ValueError as error:
-        raise ValueError(f"Cannot read {str(path)!r}: {error}") from None
+        archive = np.load(path, allow_pickle=False)
+    except Exception as error:  # BadZipFile, EOFError on an empty file, ...
+        raise ValueError(
+            f"Cannot read {_name(path)} as a .npz archive: {_first_line(error)}."
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{_name(path)} is a .npy file, not an .npz archive; name it .npy.")
+    with archive:
+        name = _pick_key(path, list(archive.files), key)
+        zipped = archive.zip
+        assert zipped is not None  # open until the end of the `with`
+        member = f"{name}.npy" if f"{name}.npy" in zipped.namelist() else name
+        _check_expansion(path, [zipped.getinfo(member)], limit, f"array {name!r}")
+        try:
+            return np.asarray(archive[name])
+        except ValueError as error:
+            raise ValueError(f"Cannot read {_name(path)}: {error}") from None
+        except Exception as error:  # a bad checksum, a truncated member, ...
+            raise ValueError(f"Cannot read {_name(path)}: {_first_line(error)}.") from None
 
 
-def load_torch(path: str | os.PathLike[str]) -> object:
+def _check_expansion(path: Path, members: Iterable[zipfile.ZipInfo], limit: int, what: str) -> None:
+    """Refuse compressed zip members that expand past ``limit`` bytes.
+
+    The sizes are the zip directory's; `zipfile` stops at them (a member that claims less
+    than it holds fails its checksum), so they bound what is decompressed.
+    """
+    size = sum(m.file_size for m in members if m.compress_type != zipfile.ZIP_STORED)
+    if size > limit:
+        raise ValueError(
+            f"{_name(path)}: {what} expands to {_size(size)} when decompressed, over the "
+            f"limit of {_size(limit)} for compressed files; if you trust the file, raise it "
+            f"with --decompress-limit {_size_option(size)} (decompress_limit= in Python)."
+        )
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _size_option(n: int) -> str:
+    """The whole MiB (or GiB) at least ``n`` bytes, as ``--decompress-limit`` reads it."""
+    if n >= 1 << 30:
+        return f"{-(-n // (1 << 30))}G"
+    return f"{-(-n // (1 << 20))}M"
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as ``"512M"``, ``"2G"``, ``"1.5GiB"`` or ``"1000000"`` (binary units).
+
+    Raises:
+        ValueError: On anything else, or a size below 1 byte.
+    """
+    units = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+    body = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = body[-1:] if body[-1:] in units else ""
+    number = body[: len(body) - len(unit)].strip()
+    try:
+        value = float(number) * (1 << units[unit])
+    except ValueError:
+        value = float("nan")
+    if not value >= 1 or value == float("inf"):
+        raise ValueError(f"Expected a size such as 512M, 2G or a number of bytes, got {text!r}.")
+    return int(value)
+
+
+def load_torch(path: str | os.PathLike[str], *, decompress_limit: int = DECOMPRESS_LIMIT) -> object:
     """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` onto the CPU.
 
     Only tensors, numbers, strings and containers of them come back: a file that would need
-    other classes (pickled code) is refused before anything in it runs.
+    other classes (pickled code) is refused before anything in it runs. torch writes its
+    files uncompressed; a zip file whose compressed members expand past
+    ``decompress_limit`` bytes is refused before it is read.
 
     Raises:
-        ValueError: If the file is not a torch file or needs more than weights to load.
+        ValueError: If the file is not a torch file, needs more than weights to load, or
+            expands past ``decompress_limit``.
         OSError: If the file is missing or cannot be read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {str(path)!r}.")
+    _check_file(path)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
+            raise ValueError(
+                f"Cannot read {_name(path)} as safe torch weights: {_first_line(error)}."
+            ) from None
+        _check_expansion(path, members, decompress_limit, "its contents")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
         reason = _torch_load_reason(error)
-        raise ValueError(f"Cannot read {str(path)!r} as safe torch weights: {reason}") from None
+        raise ValueError(f"Cannot read {_name(path)} as safe torch weights: {reason}") from None
 
 
 def _torch_load_reason(error: Exception) -> str:
@@ -107,16 +269,25 @@ def _torch_load_reason(error: Exception) -> str:
     return first_line.split(". ")[0].rstrip(".") + "."
 
 
-def load_targets(path: str | os.PathLike[str], *, key: str | None = None) -> np.ndarray[Any, Any]:
+def load_targets(
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    header: CsvPolicy = "auto",
+    index: CsvPolicy = "auto",
+    decompress_limit: int = DECOMPRESS_LIMIT,
+) -> np.ndarray[Any, Any]:
     """Read targets with `load_array`: class ids (N,) as int64, or multi-hot labels (N, C).
 
     A one-column array (a CSV of one value per line) is read as class ids; whole numbers
-    stored as floats become int64.
+    stored as floats become int64. The keyword arguments are `load_array`'s.
 
     Raises:
         ValueError: On class ids that are not whole numbers, and as `load_array`.
     """
-    targets = load_array(path, key=key)
+    targets = load_array(
+        path, key=key, header=header, index=index, decompress_limit=decompress_limit
+    )
     if targets.ndim == 2 and targets.shape[1] == 1:  # a one-column CSV of classes
         targets = targets[:, 0]
     if targets.ndim == 1 and targets.dtype.kind == "f":
@@ -126,33 +297,57 @@ def load_targets(path: str | os.PathLike[str], *, key: str | None = None) -> np.
     return targets
 
 
-def _load_torch(path: Path, key: str | None) -> np.ndarray[Any, Any]:
-    obj = load_torch(path)
+def _load_torch(path: Path, key: str | None, limit: int) -> np.ndarray[Any, Any]:
+    obj = load_torch(path, decompress_limit=limit)
     if isinstance(obj, dict):
-        keys = [str(k) for k in obj]
-        obj = obj[_pick_key(path, keys, key)]
+        by_text = {str(k): k for k in obj}
+        if len(by_text) < len(obj):
+            raise ValueError(
+                f"{_name(path)} holds a dict with keys that read the same as text "
+                f"({', '.join(repr(k) for k in obj)}); save it with distinct string keys."
+            )
+        obj = obj[by_text[_pick_key(path, list(by_text), key)]]
     elif key is not None:
-        raise ValueError(f"{str(path)!r} holds a single tensor; --key {key!r} does not apply.")
+        raise ValueError(f"{_name(path)} holds a single tensor; --key {key!r} does not apply.")
     if not isinstance(obj, torch.Tensor):
-        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, expected a tensor.")
-    if obj.dtype == torch.bfloat16:
-        obj = obj.float()
-    return obj.detach().numpy()
+        raise ValueError(f"{_name(path)} holds a {type(obj).__name__}, expected a tensor.")
+    return _tensor_to_numpy(obj, path)
 
 
-def _load_csv(path: Path) -> np.ndarray[Any, Any]:
-    text = path.read_text()
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ValueError(f"{str(path)!r} is empty.")
+def _tensor_to_numpy(tensor: torch.Tensor, path: Path) -> np.ndarray[Any, Any]:
+    """The values of a dense CPU tensor; others are refused with a message of our own."""
+    where = _name(path)
+    if tensor.is_meta:
+        raise ValueError(
+            f"{where} holds a tensor on the meta device: a shape without values; save the "
+            "tensor with its values."
+        )
+    if tensor.is_quantized:
+        raise ValueError(
+            f"{where} holds a quantized tensor ({tensor.dtype}); save tensor.dequantize()."
+        )
+    if tensor.layout != torch.strided or tensor.is_nested:
+        layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        raise ValueError(f"{where} holds a {layout} tensor; save tensor.to_dense().")
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        name = str(tensor.dtype).removeprefix("torch.")
+        raise ValueError(f"{where} holds {name} values, expected real numbers.")
+    tensor = tensor.detach()
+    if tensor.is_floating_point() and tensor.dtype not in (
+        torch.float16,
+        torch.float32,
+        torch.float64,
+    ):
+        # bfloat16 and the float8 formats: exact in float32, which NumPy has
+        with contextlib.suppress(RuntimeError, TypeError):
+            tensor = tensor.float()
     try:
-        float(lines[0].split(",")[0])
-    except ValueError:
-        lines = lines[1:]  # a header line
-    try:
-        return np.loadtxt(io.StringIO("\n".join(lines)), delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as error:
-        raise ValueError(f"Cannot read {str(path)!r} as comma-separated numbers: {error}") from None
+        return tensor.numpy()
+    except (RuntimeError, TypeError):
+        name = str(tensor.dtype).removeprefix("torch.")
+        raise ValueError(
+            f"{where} holds {name} values, which NumPy cannot hold; save them as float32."
+        ) from None
 
 
 def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
@@ -170,43 +365,54 @@ def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
 
 def write_atomic(
     path: str | os.PathLike[str],
-    data: bytes | str,
+    data: bytes | str | Writer,
     *,
     force: bool = False,
     inputs: Iterable[str | os.PathLike[str]] = (),
 ) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename.
 
+    ``data`` is bytes, text (written as UTF-8), or a function that writes to the binary
+    stream it is given (so that large outputs are written piece by piece). The temporary
+    file, ``.NAME.<random>.tmp`` next to ``path``, is removed on any error and on an
+    interrupt (an exception such as ``KeyboardInterrupt``; the command line turns SIGTERM
+    and SIGHUP into one). Only a process killed outright (SIGKILL, a power cut) leaves it.
+
     Raises:
         FileExistsError: If ``path`` exists and ``force`` is false.
+        IsADirectoryError: If ``path`` is a directory.
         ValueError: If ``path`` is one of ``inputs`` (never overwritten, even with ``force``).
     """
     target = Path(path)
-    resolved = target.resolve()
-    for source in inputs:
-        if Path(source).resolve() == resolved:
-            raise ValueError(f"Refusing to overwrite the input file {str(target)!r}.")
-    if target.exists() and not force:
-        raise FileExistsError(f"{str(target)!r} exists; pass --force to overwrite it.")
+    _check_output(target, {Path(p).resolve() for p in inputs}, force=force)
     if not target.parent.is_dir():
-        raise FileNotFoundError(f"No such directory: {str(target.parent)!r}.")
-    payload = data.encode() if isinstance(data, str) else data
+        raise FileNotFoundError(f"No such directory: {_name(target.parent)}.")
     temp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     # O_EXCL never reuses an existing path; mode 0o666 lets the umask decide, as open() does.
     handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
+            if callable(data):
+                data(stream)
+            else:
+                stream.write(data.encode() if isinstance(data, str) else data)
             stream.flush()
             os.fsync(stream.fileno())
-        if target.exists():
-            os.chmod(
-                temp, stat.S_IMODE(target.stat().st_mode)
-            )  # an overwritten file keeps its mode
+        if target.exists():  # an overwritten file keeps its mode
+            os.chmod(temp, stat.S_IMODE(target.stat().st_mode))
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _check_output(path: Path, inputs: set[Path], *, force: bool) -> None:
+    if path.resolve() in inputs:
+        raise ValueError(f"Refusing to overwrite the input file {_name(path)}.")
+    if path.is_dir():
+        raise IsADirectoryError(f"{_name(path)} is a directory; name a file to write.")
+    if path.exists() and not force:
+        raise FileExistsError(f"{_name(path)} exists; pass --force to overwrite it.")
 
 
 def check_outputs(
@@ -220,19 +426,20 @@ def check_outputs(
     Raises:
         ValueError: If an output is one of ``inputs`` or two outputs are the same file.
         FileExistsError: If an output exists and ``force`` is false.
+        IsADirectoryError: If an output is a directory.
+        FileNotFoundError: If the folder of an output does not exist.
     """
     resolved_inputs = {Path(p).resolve() for p in inputs}
     seen = set()
     for output in outputs:
         path = Path(output)
+        _check_output(path, resolved_inputs, force=force)
         resolved = path.resolve()
-        if resolved in resolved_inputs:
-            raise ValueError(f"Refusing to overwrite the input file {str(path)!r}.")
         if resolved in seen:
-            raise ValueError(f"Two outputs are the same file {str(path)!r}.")
+            raise ValueError(f"Two outputs are the same file {_name(path)}.")
         seen.add(resolved)
-        if path.exists() and not force:
-            raise FileExistsError(f"{str(path)!r} exists; pass --force to overwrite it.")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"No such directory: {_name(path.parent)}.")
 
 
 def check_suffix(path: str | os.PathLike[str]) -> str:
@@ -245,24 +452,52 @@ def check_suffix(path: str | os.PathLike[str]) -> str:
     return suffix
 
 
-def encode_array(array: np.ndarray[Any, Any], suffix: str) -> bytes:
-    """Serialize ``array`` in the format of the extension ``suffix``.
+def write_array(
+    path: str | os.PathLike[str],
+    array: np.ndarray[Any, Any],
+    *,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> None:
+    """Write ``array`` to ``path`` in the format of its extension, atomically (`write_atomic`).
 
     ``.npz`` files store it under the key ``scores``; ``.csv`` files write a ``scores``
-    header and one value per line with enough digits to round-trip.
+    header and one value per line with enough digits to round-trip. Nothing is built whole
+    in memory: NumPy and torch write from the array, CSV text is formatted and written
+    `WRITE_CHUNK` values at a time.
+
+    Raises:
+        ValueError: On another extension, and as `write_atomic`.
     """
-    suffix = suffix.lower()
+    writer = _writer(np.asarray(array), Path(path).suffix)
+    write_atomic(path, writer, force=force, inputs=inputs)
+
+
+def encode_array(array: np.ndarray[Any, Any], suffix: str) -> bytes:
+    """Serialize ``array`` in the format of the extension ``suffix`` (see `write_array`)."""
     buffer = io.BytesIO()
-    if suffix == ".npy":
-        np.save(buffer, array, allow_pickle=False)
-    elif suffix == ".npz":
-        np.savez(buffer, scores=array)
-    elif suffix in (".pt", ".pth"):
-        torch.save(torch.from_numpy(np.ascontiguousarray(array)), buffer)
-    elif suffix == ".csv":
-        digits = 9 if array.dtype == np.float32 else 17
-        lines = ["scores"] + [f"{value:.{digits}g}" for value in np.asarray(array).ravel()]
-        return ("\n".join(lines) + "\n").encode()
-    else:
-        raise ValueError(f"Cannot write {suffix!r} files: expected one of {', '.join(READABLE)}.")
+    _writer(np.asarray(array), suffix)(buffer)
     return buffer.getvalue()
+
+
+def _writer(array: np.ndarray[Any, Any], suffix: str) -> Writer:
+    suffix = suffix.lower()
+    if suffix == ".npy":
+        return lambda stream: np.save(stream, array, allow_pickle=False)
+    if suffix == ".npz":
+        return lambda stream: np.savez(stream, scores=array)
+    if suffix in (".pt", ".pth"):
+        return lambda stream: torch.save(torch.from_numpy(np.ascontiguousarray(array)), stream)
+    if suffix == ".csv":
+        return lambda stream: _write_csv(stream, array)
+    raise ValueError(f"Cannot write {suffix!r} files: expected one of {', '.join(READABLE)}.")
+
+
+def _write_csv(stream: IO[bytes], array: np.ndarray[Any, Any]) -> None:
+    """A ``scores`` header, then one value per line, `WRITE_CHUNK` values per write."""
+    digits = 9 if array.dtype == np.float32 else 17
+    stream.write(b"scores\n")
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, WRITE_CHUNK):
+        values = flat[start : start + WRITE_CHUNK].tolist()
+        stream.write("".join([f"{value:.{digits}g}\n" for value in values]).encode())

@@ -20,7 +20,7 @@ from oodscore.metrics import roc_curve
 if TYPE_CHECKING:
     from oodscore.report import PathLike, Report
 
-__all__ = ["report_figure", "save_figure"]
+__all__ = ["check_plot_path", "clip_to_finite", "report_figure", "save_figure"]
 
 
 def report_figure(report: Report, *, bins: int = 40) -> Any:
@@ -44,13 +44,7 @@ def report_figure(report: Report, *, bins: int = 40) -> Any:
             "This report holds no scores to plot; build it with oodscore.evaluate, "
             "oodscore.evaluate_logits or Report.from_scores."
         )
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError(
-            "Report.plot() needs matplotlib, which is not installed; "
-            "install it with `pip install oodscore[plot]`."
-        ) from None
+    Figure = _figure_class()  # noqa: N806 (a class)
     n_rows, n_cols = len(report.scorers), len(report.ood_sets) + 1
     figure = Figure(figsize=(3.2 * n_cols, 2.6 * n_rows), layout="constrained")
     axes = figure.subplots(n_rows, n_cols, squeeze=False)
@@ -60,12 +54,15 @@ def report_figure(report: Report, *, bins: int = 40) -> Any:
         for col, ood_set in enumerate(report.ood_sets):
             ood = report.ood_scores[ood_set][scorer]
             axis = axes[row, col]
-            edges = np.histogram_bin_edges(np.concatenate([id_scores, ood]), bins=bins)
-            axis.hist(id_scores, bins=edges, density=True, alpha=0.55, label="ID")
-            axis.hist(ood, bins=edges, density=True, alpha=0.55, label=ood_set)
+            (id_shown, ood_shown), note = clip_to_finite(id_scores, ood)
+            edges = np.histogram_bin_edges(np.concatenate([id_shown, ood_shown]), bins=bins)
+            axis.hist(id_shown, bins=edges, density=True, alpha=0.55, label="ID")
+            axis.hist(ood_shown, bins=edges, density=True, alpha=0.55, label=ood_set)
             axis.set_title(f"{scorer}: ID vs {ood_set}", fontsize=9)
             axis.set_xlabel("score (higher = more ID)", fontsize=8)
             axis.legend(fontsize=7)
+            if note:
+                axis.text(0.02, 0.98, note, transform=axis.transAxes, va="top", fontsize=6)
             fpr, tpr, _ = roc_curve(id_scores, ood)
             auroc = report[ood_set, scorer].get("auroc", float("nan"))
             roc_axis.plot(fpr, tpr, label=f"{ood_set} ({auroc:.3f})")
@@ -75,6 +72,68 @@ def report_figure(report: Report, *, bins: int = 40) -> Any:
         roc_axis.set_ylabel("TPR (ID accepted)", fontsize=8)
         roc_axis.legend(fontsize=7, title="AUROC", title_fontsize=7)
     return figure
+
+
+def clip_to_finite(*scores: np.ndarray[Any, Any]) -> tuple[list[np.ndarray[Any, Any]], str]:
+    """The scores with ±inf moved to the ends of the finite range, and a note of how many.
+
+    -inf goes to the smallest finite score and +inf to the largest; the note is empty when
+    no score was moved. A histogram needs a finite range; the ROC curve and the metrics use
+    the scores as they are (an infinite score ranks first or last). NaN scores are left out
+    of the histogram.
+    """
+    arrays = [np.asarray(s, dtype=np.float64) for s in scores]
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    counts = {
+        "-inf": sum(int(np.isneginf(a).sum()) for a in arrays),
+        "+inf": sum(int(np.isposinf(a).sum()) for a in arrays),
+        "NaN": sum(int(np.isnan(a).sum()) for a in arrays),
+    }
+    clipped = [np.clip(a[~np.isnan(a)], low, high) for a in arrays]
+    parts = [
+        f"{counts['-inf']} at -inf drawn at {low:.3g}" if counts["-inf"] else "",
+        f"{counts['+inf']} at +inf drawn at {high:.3g}" if counts["+inf"] else "",
+        f"{counts['NaN']} NaN left out" if counts["NaN"] else "",
+    ]
+    note = "; ".join(p for p in parts if p)
+    return clipped, (f"scores: {note}" if note else "")
+
+
+def check_plot_path(path: PathLike) -> None:
+    """Check, before any work, that matplotlib is installed and can write ``path``'s format.
+
+    Raises:
+        ValueError: If matplotlib is missing or the extension is not an image format it
+            writes.
+    """
+    try:
+        figure_class = _figure_class()
+    except ImportError as error:
+        raise ValueError(str(error)) from None
+    _check_format(figure_class(), path)
+
+
+def _figure_class() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            "Plotting needs matplotlib, which is not installed; "
+            "install it with `pip install oodscore[plot]`."
+        ) from None
+    return Figure
+
+
+def _check_format(figure: Any, path: PathLike) -> str:
+    fmt = Path(path).suffix.lower().lstrip(".")
+    supported = figure.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"Cannot save a plot as {str(path)!r}: expected an extension among "
+            f"{', '.join('.' + f for f in sorted(supported))}."
+        )
+    return fmt
 
 
 def save_figure(
@@ -99,13 +158,7 @@ def save_figure(
     Raises:
         ValueError: If matplotlib cannot write the format of ``path``.
     """
-    fmt = Path(path).suffix.lower().lstrip(".")
-    supported = figure.canvas.get_supported_filetypes()
-    if fmt not in supported:
-        raise ValueError(
-            f"Cannot save a plot as {str(path)!r}: expected an extension among "
-            f"{', '.join('.' + f for f in sorted(supported))}."
-        )
+    fmt = _check_format(figure, path)
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt, dpi=dpi)
     write_atomic(path, buffer.getvalue(), force=force, inputs=inputs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -295,29 +293,36 @@ class Report:
     ) -> str:
         """The rows as CSV (``ood_set,scorer,<metrics>``, full precision); written if ``path``.
 
-        The ID metrics are not part of the table; `to_json` has them.
+        The ID metrics are not part of the table; `to_json` has them. A text cell (an OOD-set
+        or scorer label, a column name) that begins with ``=``, ``+``, ``-``, ``@``, a tab or
+        a carriage return is written with a leading ``'``, so that a spreadsheet shows it
+        instead of running it as a formula (OWASP's advice against CSV injection); the
+        numbers are written as they are.
 
         Args:
             path: File to write atomically; it must not exist unless ``force``.
             force: Overwrite an existing ``path``.
             inputs: Files the report was made from; ``path`` may never be one of them.
         """
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["ood_set", "scorer", *self.columns])
+        lines = [",".join(_csv_text(c) for c in ("ood_set", "scorer", *self.columns))]
         for ood_set, scorer, values in self.rows():
-            writer.writerow([ood_set, scorer, *(repr(values[c]) for c in self.columns)])
-        text = buffer.getvalue()
+            numbers = [repr(values[c]) for c in self.columns]
+            lines.append(",".join([_csv_text(ood_set), _csv_text(scorer), *numbers]))
+        text = "".join(line + "\n" for line in lines)
         if path is not None:
             write_atomic(path, text, force=force, inputs=inputs)
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as plain data: ID metrics, sample sizes, feature layer, rows, mean rows."""
+        """The report as plain data: ID metrics, sample sizes, feature layer, rows, mean rows.
+
+        Metrics that are not finite (NaN, e.g. the mAP of a class without positives) are
+        ``None``, as JSON has no NaN.
+        """
         rows = self.rows()
         return {
             "columns": list(self.columns),
-            "id_metrics": dict(self.id_metrics),
+            "id_metrics": {k: _json_number(v) for k, v in self.id_metrics.items()},
             "num_samples": dict(self.num_samples),
             "feature_layer": self.feature_layer,
             "rows": [
@@ -434,6 +439,22 @@ def _cell(text: str) -> str:
 
 def _format(value: float, digits: int) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(text: str) -> str:
+    """A CSV text cell that a spreadsheet will not run as a formula, quoted where needed.
+
+    Quoted when it holds a comma, a quote or a line break of either kind (`csv.writer`
+    leaves a lone carriage return unquoted, which splits the row when read back).
+    """
+    if text.startswith(_FORMULA_STARTS):
+        text = f"'{text}"
+    if any(c in text for c in ',"\r\n'):
+        text = '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def _json_number(value: float) -> float | None:

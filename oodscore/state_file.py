@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from oodscore.io import load_torch, write_atomic
+from oodscore.io import DECOMPRESS_LIMIT, load_torch, write_atomic
 from oodscore.scorers.base import SCORERS, FittedScorer
 
 FORMAT = "oodscore-state"
@@ -104,6 +104,7 @@ def load_state(
     *,
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
+    decompress_limit: int = DECOMPRESS_LIMIT,
 ) -> FittedScorer:
     """Rebuild the fitted scorer saved by `save_state`, without unpickling anything.
 
@@ -112,6 +113,8 @@ def load_state(
         name: If given, the scorer the file must hold (another one is refused).
         params: If given, parameters the file's must equal (others are refused); the
             parameters not named here are taken from the file.
+        decompress_limit: See `oodscore.io.load_torch` (torch writes state files
+            uncompressed; a compressed one may expand to at most this many bytes).
 
     Returns:
         A new scorer of the file's class and parameters, fitted with its tensors.
@@ -124,7 +127,7 @@ def load_state(
     """
     check_state_suffix(path)
     where = repr(str(path))
-    payload = load_torch(path)
+    payload = load_torch(path, decompress_limit=decompress_limit)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{where} is not an oodscore state file (no 'format': {FORMAT!r}).")
     if payload.get("version") != VERSION:

@@ -170,7 +170,7 @@ def test_never_unpickles(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv_tail", "message"),
     [
-        (["--param", "temperature=0"], "`temperature` to be a finite number > 0, got 0"),
+        (["--param", "temperature=0"], "`temperature` to be a finite number"),
         (["--param", "tau=2"], "Unknown parameter 'tau' for Energy; it accepts: temperature."),
         (["--param", "temperature"], "Expected --param KEY=VALUE, got 'temperature'."),
     ],
@@ -276,3 +276,39 @@ def test_closed_stdout_ends_quietly(tmp_path):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 141
     assert b"error" not in err
+
+
+def test_csv_reading_options(tmp_path, capsys):
+    """What `auto` refuses, the options read: pandas' index and header, class ids from 0."""
+    pd = pytest.importorskip("pandas")
+    logits = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0], [2.0, 2.0, 2.0]])
+    frame = tmp_path / "frame.csv"
+    pd.DataFrame(logits).to_csv(frame)  # ",0,1,2" then "0,1.0,2.0,0.5", ...
+    out = tmp_path / "s.npy"
+    err = error_of(["score", "max_logit", str(frame), "-o", str(out)], capsys)
+    assert "--csv-index yes" in err
+    assert (
+        run(["score", "max_logit", str(frame), "-o", str(out), "--csv-index", "yes"], capsys)[0]
+        == 0
+    )
+    np.testing.assert_array_equal(np.load(out), logits.max(1))
+    targets = tmp_path / "targets.csv"
+    np.savetxt(targets, [0, 2, 1], fmt="%d")
+    fit = tmp_path / "fit.npy"
+    np.save(fit, logits)
+    argv = ["score", "kl_matching", str(fit), "-o", str(tmp_path / "k.npy"), "--fit", str(fit)]
+    argv += ["--fit-targets", str(targets)]
+    assert "--csv-header no" in error_of(argv, capsys)
+    assert run([*argv, "--csv-header", "no"], capsys)[0] == 0
+
+
+def test_decompress_limit_option(tmp_path, capsys):
+    archive = tmp_path / "zeros.npz"
+    np.savez_compressed(archive, logits=np.zeros((1 << 16, 4)))  # 2 MiB expanded
+    out = str(tmp_path / "s.npy")
+    err = error_of(["score", "msp", str(archive), "-o", out, "--decompress-limit", "1M"], capsys)
+    assert "expands to 2.0 MiB" in err
+    assert "--decompress-limit 3M" in err
+    assert (
+        run(["score", "msp", str(archive), "-o", out, "--decompress-limit", "3M"], capsys)[0] == 0
+    )

@@ -166,7 +166,7 @@ def test_never_unpickles(
         (["--scorer", "msp"], "The scorer 'msp' is given twice."),
         (["--scorer", "energyy"], "Unknown scorer 'energyy'. Did you mean 'energy'"),
         (["--scorer", "energy:t=2"], "Unknown parameter 't' for Energy"),
-        (["--scorer", "energy:temperature=-1"], "`temperature` to be a finite number > 0"),
+        (["--scorer", "energy:temperature=-1"], "`temperature` to be a finite number"),
         (["--ood", "missing=nowhere.npy"], "No such file: 'nowhere.npy'."),
         (["--ood", "bad=data.txt"], "expected one of .npy, .npz, .pt, .pth, .csv"),
     ],

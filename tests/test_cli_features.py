@@ -30,7 +30,7 @@ def files(tmp_path: Path, rng: np.random.Generator) -> dict[str, Path]:
         "logits": tmp_path / "logits.npy",
     }
     np.save(paths["fit"], fit)
-    np.savetxt(paths["targets"], targets, fmt="%d")
+    np.savetxt(paths["targets"], targets, fmt="%d", header="class", comments="")
     multi_hot = np.eye(3, dtype=np.int64)[targets]
     multi_hot[::5, (targets[::5] + 1) % 3] = 1
     np.save(paths["multi_hot"], multi_hot)
@@ -70,7 +70,7 @@ def test_fit_save_and_load_give_the_python_api_scores(
     )
     ok(["score", "mahalanobis", files["test"], "-o", loaded, "--state", state], capsys)
     test = torch.load(files["test"], weights_only=True).numpy()
-    targets = np.loadtxt(files["targets"], dtype=np.int64)
+    targets = np.loadtxt(files["targets"], dtype=np.int64, skiprows=1)
     expected = Mahalanobis().fit(np.load(files["fit"]), targets)(test)
     np.testing.assert_array_equal(np.load(fitted), expected)
     np.testing.assert_array_equal(np.load(loaded), expected)
@@ -287,7 +287,7 @@ def test_bad_feature_inputs_give_one_line(
     fit = ["--fit", files["fit"]]
     score = ["score", "mahalanobis", files["test"], "-o", out]
     cases = [
-        (score, "'mahalanobis' is a feature scorer: fit it on ID features with --fit"),
+        (score, "'mahalanobis' is a fitted scorer: fit it on ID features with --fit FEATURES"),
         ([*score, *fit, "--state", state], "Give either --fit or --state, not both."),
         ([*score, "--fit-targets", short, "--state", state], "--fit-targets needs --fit"),
         ([*score, "--state", state, "--save-state", tmp_path / "x.pt"], "--save-state writes"),
@@ -327,11 +327,11 @@ def test_state_options_are_refused_for_logit_scorers(
 ) -> None:
     score = ["score", "energy", files["logits"], "-o", tmp_path / "s.npy"]
     err = error_of([*score, "--fit", files["fit"]], capsys)
-    assert err == "oodscore: error: --fit applies only to feature scorers; 'energy' reads logits.\n"
+    assert err == "oodscore: error: --fit applies only to fitted scorers; 'energy' is not fitted.\n"
     err = error_of(
         [*score, "--state", tmp_path / "m.pt", "--save-state", tmp_path / "n.pt"], capsys
     )
-    assert "--state, --save-state apply only to feature scorers" in err
+    assert "--state, --save-state apply only to fitted scorers" in err
 
 
 def test_existing_outputs_are_kept_without_force(
@@ -423,7 +423,7 @@ def test_eval_fits_feature_scorers_like_the_python_api(
         id_features=load["id_features"],
         ood_features={"near": load["near_features"], "far": load["far_features"]},
         fit_features=load["fit"],
-        fit_targets=np.loadtxt(sets["targets"], dtype=np.int64),
+        fit_targets=np.loadtxt(sets["targets"], dtype=np.int64, skiprows=1),
     )
     assert json.loads(out) == json.loads(expected.to_json())
     assert json.loads(out)["id_metrics"]["accuracy"] == pytest.approx(
@@ -487,7 +487,7 @@ def test_eval_feature_errors_give_one_line(
         (features_only, "Give at least one --scorer NAME or --state STATE."),
         (
             [*features_only, "--scorer", "mahalanobis"],
-            "'mahalanobis' is a feature scorer to fit: give --fit-features PATH",
+            "'mahalanobis' is a fitted scorer that reads features: give --fit-features PATH",
         ),
         (
             [*logits_only, "--scorer", "mahalanobis", *fit],

@@ -181,6 +181,41 @@ def test_float16_runs_in_float32() -> None:
     assert head.predict(logits).tolist() == [3]  # 0.96 in group 1 beats 0.67 in group 0
 
 
+@pytest.mark.parametrize("name", ["equal", "unequal", "permuted", "singletons"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [10.0, 100.0, 1e3])
+def test_predict_follows_the_official_rule_at_large_logit_scales(
+    name: str, dtype: type, scale: float
+) -> None:
+    """The official ``calc_group_softmax_acc`` (``finetune.py:138-176``) compares the
+    groups' best probabilities. Ranking by the float32 difference ``best - logsumexp``
+    disagreed with the float64 rule on up to 58 of 2000 rows at scale 10 and 265 at scale
+    100 (cancellation), and float64 logits on 30 at scale 100; the head now decides
+    exactly. Ties of the float64 probabilities (at 1 or 0) are broken by the exact
+    log-probabilities, so any tied class is right."""
+    groups = GROUPINGS[name]
+    head = _head(groups)
+    rng = np.random.default_rng(int(scale) + 7 * len(groups))
+    x = rng.normal(scale=scale, size=(2000, head.groups.width)).astype(dtype)
+    got = head.predict(torch.from_numpy(x)).tolist()
+    candidates = ref.predict_candidates(x.astype(np.float64), groups)
+    wrong = [i for i, (c, best) in enumerate(zip(got, candidates, strict=True)) if c not in best]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_predict_prefers_probability_one_over_0_99994(dtype: torch.dtype) -> None:
+    """Logits near 1e3: group 0's best class has p = 1/(1 + e^-9.75 + e^-40) = 0.99994,
+    group 1's 1 - 4e-18 (1.0 in float32). Ranked by the float32 difference
+    ``best - logsumexp`` (ulp 6e-5 at 1024), group 0 won."""
+    head = GroupSoftmax(3, [[0, 1], [2, 3]])
+    base = 1024.0
+    row = [base - 9.75, base, base - 40.0, base - 40.0, base, base - 45.0]
+    logits = torch.tensor([row], dtype=dtype)
+    assert head.predict(logits).tolist() == [2]
+    assert ref.predict(logits.double().numpy(), [[0, 1], [2, 3]]).tolist() == [2]
+
+
 def test_training_separates_classes() -> None:
     """A few steps of SGD on the loss learn the classes (the gradient points the right way)."""
     gen = torch.Generator().manual_seed(0)

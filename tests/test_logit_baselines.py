@@ -230,3 +230,24 @@ def test_flags_and_names(name) -> None:
     assert cls.differentiable is True
     assert cls.input_kind == "logits"
     assert repr(cls()) == f"{cls.__name__}()"
+
+
+def test_sum_logit_never_overflows_in_a_partial_sum() -> None:
+    """float64 1e308 + 1e308 overflowed before -1e308 - 1e308 came in: inf (or NaN), where
+    the sum is 0. Summed scaled by a power of two, it is exact."""
+    rows = [[1e308, 1e308, -1e308, -1e308], [1e308, -1e308, 1.5, 0.0]]
+    logits = torch.tensor(rows, dtype=torch.float64)
+    torch.testing.assert_close(
+        SumLogit()(logits), torch.tensor([0.0, 1.5], dtype=torch.float64), rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sum_logit_beyond_the_dtype_saturates(dtype) -> None:
+    """Two logits of 3e38 sum to 6e38, beyond float32: the largest float32, not inf."""
+    top = torch.finfo(dtype).max
+    x = torch.tensor([[top, top], [-top, -top], [top, -top]], dtype=dtype, requires_grad=True)
+    scores = SumLogit()(x)
+    (grad,) = torch.autograd.grad(scores.sum(), x)
+    assert scores.tolist() == [top, -top, 0.0]
+    assert torch.isfinite(grad).all()

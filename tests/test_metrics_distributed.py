@@ -46,6 +46,24 @@ def all_scores(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def integer_batches() -> dict[str, list[tuple[int, np.ndarray, np.ndarray]]]:
+    """(rank, scores, is_ood) batches: int64 beyond 2**53, uint64 beyond 2**63, mixed."""
+    return {
+        "exact_int64": [
+            (0, np.array([2**53 + 1, 2**62], np.int64), np.array([0, 1])),
+            (1, np.array([2**53, 2**62 + 1], np.int64), np.array([1, 0])),
+        ],
+        "exact_uint64": [
+            (0, np.array([2**64 - 1], np.uint64), np.array([0])),
+            (1, np.array([2**64 - 2, 2**63 + 1], np.uint64), np.array([1, 1])),
+        ],
+        "exact_mixed": [
+            (0, np.array([3, 1], np.int32), np.array([0, 1])),
+            (1, np.array([2.5, 0.5], np.float16), np.array([1, 0])),
+        ],
+    }
+
+
 def compute_all(rank: int) -> dict[str, object]:
     """Every metric of this test on this process's share (all of it without a group)."""
     data = make_data()
@@ -63,6 +81,13 @@ def compute_all(rank: int) -> dict[str, object]:
     ):
         for start in range(0, len(scores), 700):  # several batches per rank
             metric.update(scores[start : start + 700], is_ood[start : start + 700])
+        out[name] = metric.compute()
+    # Integers stay exact across ranks (uint64 too); mixed dtypes promote as on one process.
+    for name, batches in integer_batches().items():
+        metric = OODMetrics()
+        for batch_rank, scores_, is_ood_ in batches:
+            if not is_distributed() or rank == batch_rank:
+                metric.update(scores_, is_ood_)
         out[name] = metric.compute()
     learned = OODMetrics("binned", num_bins=256)
     learned.update(scores, is_ood)
@@ -95,11 +120,25 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 def test_every_rank_gets_the_single_process_numbers(ranks: list[dict]) -> None:
     single = compute_all(0)
     for result in ranks:
-        for name in ("exact", "exact_nearest", "binned_range"):
+        for name in ("exact", "exact_nearest", "binned_range", *integer_batches()):
             assert result[name] == single[name], name
         # Exact equals the functional metrics on all the scores.
         scores, is_ood = all_scores(make_data())
         assert result["exact"] == ood_metrics(scores[~is_ood], scores[is_ood])
+
+
+def test_integers_stay_exact_across_ranks(ranks: list[dict]) -> None:
+    int64 = ood_metrics(np.array([2**53 + 1, 2**62 + 1]), np.array([2**62, 2**53]))
+    uint64 = ood_metrics(
+        np.array([2**64 - 1], np.uint64), np.array([2**64 - 2, 2**63 + 1], np.uint64)
+    )
+    mixed = ood_metrics(np.array([3.0, 0.5]), np.array([1.0, 2.5]))
+    assert int64["auroc"] == 0.75  # in float64, 2**53 + 1 and 2**62 + 1 would tie: 0.5
+    assert uint64["auroc"] == 1.0
+    for result in ranks:
+        assert result["exact_int64"] == int64
+        assert result["exact_uint64"] == uint64
+        assert result["exact_mixed"] == mixed
 
 
 def test_learned_ranges_merge_onto_one_grid(ranks: list[dict]) -> None:

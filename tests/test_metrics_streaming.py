@@ -63,7 +63,7 @@ def test_exact_mode_equals_ood_metrics(rule: str) -> None:
 
 def test_exact_mode_mixed_dtypes_and_reset() -> None:
     metric = OODMetrics()
-    metric.update(np.array([3, 2, 1]), np.array([0, 1, 0]))  # integers: kept as float64
+    metric.update(np.array([3, 2, 1]), np.array([0, 1, 0]))  # integers: kept as int64
     metric.update(torch.tensor([0.5, 2.0], dtype=torch.float16), torch.tensor([True, False]))
     ids, oods = np.array([3.0, 1.0, 2.0]), np.array([2.0, 0.5])
     assert metric.compute() == ood_metrics(ids, oods)

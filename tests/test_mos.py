@@ -134,3 +134,30 @@ def test_errors() -> None:
         MOS(groups=[2], log_scale=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'groups'"):
         MOS()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logits_near_the_largest_float_keep_their_probabilities(dtype: torch.dtype) -> None:
+    """Three equal logits near the largest float: p(others) = 1/3. Formed as
+    logsumexp(classes) - others, the log 2 rounded away against 3.4e38 (p = 1/2)."""
+    top = torch.finfo(dtype).max
+    logits = torch.full((1, 3), top, dtype=dtype)
+    np.testing.assert_allclose(MOS(groups=[2])(logits).numpy(), [-1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(
+        MOS(groups=[2], log_scale=True)(logits).numpy(), [np.log(3.0)], rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_scale_beyond_the_dtype_saturates(dtype: torch.dtype) -> None:
+    """-log p(others) = softplus(6e38) for float32 logits ±3e38: beyond float32, so it is
+    the largest float32 (it was inf), with a finite gradient."""
+    top = torch.finfo(dtype).max
+    logits = torch.tensor([[-top, top, 0.0], [0.0, 1.0, -1.0]], dtype=dtype, requires_grad=True)
+    scores = MOS(groups=[2], log_scale=True)(logits)
+    (grad,) = torch.autograd.grad(scores.sum(), logits)
+    assert scores[0].item() == top
+    assert torch.isfinite(grad).all()
+    np.testing.assert_allclose(
+        scores[1:].detach().numpy(), ref.log_score(logits[1:].detach().double().numpy(), [[0, 1]])
+    )

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from oodscore import (
     BalancedEnergyLoss,
@@ -110,13 +113,16 @@ def test_energy_margin_float32_and_half() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"weight": -0.1}, r"`weight` to be a finite number >= 0, got -0.1"),
+        ({"weight": -0.1}, r"`weight` to be a finite number in \[0, 1000000\], got -0.1"),
+        ({"weight": 1e7}, r"`weight` to be a finite number in \[0, 1000000\], got 1"),
         ({"weight": float("nan")}, r"`weight`"),
         ({"margin_in": -7.0, "margin_out": -25.0}, r"margin_in` < `margin_out`.*-7.0"),
         ({"margin_in": -5.0, "margin_out": -5.0}, r"margin_in` < `margin_out`"),
-        ({"margin_in": float("inf")}, r"`margin_in` to be a finite number, got inf"),
+        ({"margin_in": float("inf")}, r"`margin_in` to be a finite number in \[-1000000, "),
+        ({"margin_in": -1e30}, r"`margin_in` to be a finite number in \[-1000000, 1000000\]"),
         ({"margin_out": "high"}, r"`margin_out` to be a finite number"),
-        ({"temperature": 0.0}, r"`temperature` to be a finite number > 0, got 0.0"),
+        ({"temperature": 0.0}, r"`temperature` to be a finite number in \[1e-06, 1000000\]"),
+        ({"temperature": 1e-40}, r"`temperature` to be a finite number in \[1e-06, 1000000\]"),
     ],
 )
 def test_energy_margin_rejects_bad_hyper_parameters(kwargs: dict[str, object], match: str) -> None:
@@ -169,7 +175,8 @@ def _pixels(logits: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     return logits.permute(0, 2, 3, 1).numpy()[mask.numpy()]
 
 
-def test_dense_form_equals_classification_form_on_pixels() -> None:
+def test_dense_form_is_half_the_classification_form_on_pixels() -> None:
+    """With outlier pixels the dense form averages the two terms (official ``losses.py``)."""
     logits, mask_out, mask_in = _dense(np.random.default_rng(4))
     prior = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
     for reg, reference in (
@@ -183,13 +190,45 @@ def test_dense_form_equals_classification_form_on_pixels() -> None:
         expected = reference(  # type: ignore[operator]
             _pixels(logits, mask_in), _pixels(logits, mask_out), **params, **extra
         )
-        _close(reg(logits_in=logits, mask_out=mask_out, mask_in=mask_in), expected)
+        _close(reg(logits_in=logits, mask_out=mask_out, mask_in=mask_in), 0.5 * expected)
         # Without mask_in, every pixel outside mask_out is ID (void pixels included).
         everything_else = _pixels(logits, ~mask_out)
         expected_all = reference(  # type: ignore[operator]
             everything_else, _pixels(logits, mask_out), **params, **extra
         )
-        _close(reg(logits_in=logits, mask_out=mask_out), expected_all)
+        _close(reg(logits_in=logits, mask_out=mask_out), 0.5 * expected_all)
+
+
+def _segmentation(rng: np.random.Generator, *, outliers: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """Dense logits (2, C, 4, 5) and official targets: class ids, 254 outlier, 255 void."""
+    logits = torch.from_numpy(rng.normal(0.0, 6.0, size=(2, C, 4, 5)))
+    targets = rng.integers(0, C, size=(2, 4, 5))
+    targets[rng.random(targets.shape) < 0.2] = 255
+    if outliers:
+        targets[rng.random(targets.shape) < 0.3] = 254
+    return logits, targets
+
+
+@pytest.mark.parametrize("outliers", [True, False], ids=["with_outliers", "no_outliers"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dense_form_matches_the_official_segmentation_loss(outliers: bool, dtype) -> None:
+    """losses.py (``energy_loss_pure``, ``balanced_energy_loss_pure``) times the trainer's 0.1
+    (engine/trainer.py:56): ``weight=0.1`` reproduces the official segmentation term."""
+    logits, targets = _segmentation(np.random.default_rng(40 + outliers), outliers=outliers)
+    mask_out = torch.from_numpy(targets == 254)
+    mask_in = torch.from_numpy((targets != 254) & (targets != 255))
+    prior = np.array([0.30, 0.05, 0.40, 0.15, 0.10])
+    balanced = BalancedEnergyLoss(
+        prior, weight=0.1, margin_in=-12.0, margin_out=-6.0, alpha=5.0, gamma=3.0
+    )
+    plain = EnergyMarginLoss(weight=0.1, margin_in=-12.0, margin_out=-6.0)
+    x = logits.to(dtype)
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    for reg, extra in ((balanced, {"prior": prior, "gamma1": 3.0, "gamma2": 3.0, "alpha": 5.0}),
+                       (plain, {})):  # fmt: skip
+        got = reg(logits_in=x, mask_out=mask_out, mask_in=mask_in)
+        expected = ref.official_dense_loss(logits.numpy(), targets, **extra)
+        np.testing.assert_allclose(float(got), expected, rtol=rtol)
 
 
 def test_dense_form_without_outlier_pixels_keeps_the_id_term() -> None:
@@ -277,8 +316,10 @@ def test_outlier_exposure_gradcheck() -> None:
 def test_outlier_exposure_errors() -> None:
     with pytest.raises(ValueError, match=r"`target` to be one of 'uniform', 'zeros', got 'ones'"):
         OutlierExposureLoss(target="ones")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"`weight` to be a finite number >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"`weight` to be a finite number in \[0, 1000000\]"):
         OutlierExposureLoss(weight=-1)
+    with pytest.raises(ValueError, match=r"`weight` to be a finite number in \[0, 1000000\]"):
+        OutlierExposureLoss(weight=1e39)  # inf in float32: inf * 0 would be NaN
     with pytest.raises(ValueError, match=r"`logits_out` to have at least 1 row"):
         OutlierExposureLoss()(logits_out=torch.zeros(0, C))
     with pytest.raises(ValueError, match=r"`logits_out` to be finite"):
@@ -339,14 +380,27 @@ def test_balanced_energy_favors_majority_class_outliers() -> None:
     assert float(majority) > 2 * float(minority)
 
 
-def test_balanced_energy_all_zero_weights_give_zero_outlier_term() -> None:
-    # Outliers that all land on a class of prior 0 have weight Z = 0 (gamma > 0): 0, not NaN.
+def test_balanced_energy_weights_that_underflow_keep_their_ratio() -> None:
+    """Outliers predicted as classes of prior 0 have tiny weights Z (e^-120 here): 0 in
+    float32, where the weighted mean was 0 / 0 (the official code: NaN; before: 0). In log
+    space their ratio, and so the weighted mean, stays exact."""
     prior = np.array([0.5, 0.5, 0.0, 0.0, 0.0])
-    logits_out = torch.tensor([[-1e4, -1e4, 1e4, 0.0, 0.0]], dtype=torch.float64)
+    logits_out = torch.tensor(
+        [[-60.0, -60.0, 60.0, 0.0, 0.0], [-50.0, -70.0, 60.0, 0.0, 0.0]], dtype=torch.float64
+    )
     logits_in = torch.full((1, C), 100.0, dtype=torch.float64)  # E far below m_in
-    out = BalancedEnergyLoss(prior, gamma=1.0)(logits_in=logits_in, logits_out=logits_out)
-    assert float(out) == 0.0
-    assert float(ref.balanced_energy(logits_in.numpy(), logits_out.numpy(), prior, gamma=1.0)) == 0
+    reg = BalancedEnergyLoss(prior, weight=1.0, margin_in=-10.0, margin_out=70.0, gamma=1.0)
+    expected = ref.balanced_energy(
+        logits_in.numpy(), logits_out.numpy(), prior, weight=1.0, margin_in=-10.0,
+        margin_out=70.0, gamma=1.0,
+    )  # fmt: skip
+    assert expected > 0
+    for dtype in (torch.float64, torch.float32):
+        x_out = logits_out.to(dtype).requires_grad_(True)
+        got = reg(logits_in=logits_in.to(dtype), logits_out=x_out)
+        (grad,) = torch.autograd.grad(got, x_out)
+        np.testing.assert_allclose(float(got.detach()), expected, rtol=1e-5)
+        assert torch.isfinite(grad).all()
 
 
 def test_balanced_energy_gradcheck() -> None:
@@ -393,8 +447,10 @@ def test_balanced_energy_defaults_and_errors() -> None:
             BalancedEnergyLoss(bad)
     with pytest.raises(TypeError, match=r"`class_prior` to be a tensor, array or sequence"):
         BalancedEnergyLoss("uniform")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"`alpha` to be a finite number >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"`alpha` to be a finite number in \[0, 1000000\]"):
         BalancedEnergyLoss([1, 1], alpha=-1)
+    with pytest.raises(ValueError, match=r"`alpha` to be a finite number in \[0, 1000000\]"):
+        BalancedEnergyLoss([1, 1], alpha=1e300)
     with pytest.raises(ValueError, match=r"`gamma_weight` to be a finite number >= 0"):
         BalancedEnergyLoss([1, 1], gamma_weight=-0.5)
     with pytest.raises(ValueError, match=r"margin_in` < `margin_out`"):
@@ -463,3 +519,101 @@ def test_calibrate_margins_refuses_a_model_that_does_not_separate() -> None:
         calibrate_margins(confident, torch.zeros(1, 3))
     with pytest.raises(ValueError, match=r"`widen` to be a finite number >= 0"):
         calibrate_margins(confident, unsure, widen=-1.0)
+
+
+# --------------------------------------------------------------------------- finite for finite
+
+
+def test_balanced_energy_gamma_30_with_100_classes_is_finite_and_exact() -> None:
+    """P ** 30 of a 100-class prior underflows to 0 in float32: the direct normalization was
+    0 / 0 and the loss and its gradients NaN. In log space it matches the float64 reference."""
+    rng = np.random.default_rng(30)
+    prior = rng.dirichlet(np.ones(100))
+    logits_in = rng.normal(0.0, 5.0, size=(8, 100))
+    logits_out = rng.normal(0.0, 5.0, size=(12, 100))
+    params = {"weight": 0.1, "margin_in": -10.0, "margin_out": 2.0, "alpha": 10.0, "gamma": 30.0}
+    expected = ref.balanced_energy(logits_in, logits_out, prior, **params)
+    for dtype in (torch.float32, torch.float64):
+        x_in = torch.from_numpy(logits_in).to(dtype).requires_grad_(True)
+        x_out = torch.from_numpy(logits_out).to(dtype).requires_grad_(True)
+        loss = BalancedEnergyLoss(prior, **params)(logits_in=x_in, logits_out=x_out)
+        grads = torch.autograd.grad(loss, (x_in, x_out))
+        assert all(torch.isfinite(g).all() for g in grads)
+        rtol = 1e-5 if dtype == torch.float32 else 1e-10
+        np.testing.assert_allclose(float(loss.detach()), expected, rtol=rtol)
+
+
+TOP32 = float(torch.finfo(torch.float32).max)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_outlier_exposure_of_huge_logits_is_finite_and_exact(dtype) -> None:
+    """float32 ``mean([3e38, 3e38, -3e38, -3e38])`` overflowed (inf - inf: the loss was -inf);
+    the row term logsumexp - mean is 3e38 + log 2 - 0."""
+    big = 3e38 if dtype == torch.float32 else 1e308
+    x = torch.tensor([[big, big, -big, -big], [1.0, 0.0, 0.0, 0.0]], dtype=dtype)
+    x.requires_grad_(True)
+    loss = OutlierExposureLoss(weight=1.0)(logits_out=x)
+    (grad,) = torch.autograd.grad(loss, x)
+    assert torch.isfinite(grad).all()
+    expected = (big + math.log(2) + (math.log(3 + math.e) - 0.25)) / 2
+    np.testing.assert_allclose(float(loss.detach()), expected, rtol=1e-6)
+    zeros = OutlierExposureLoss(target="zeros", weight=1.0)(logits_out=x[:1, :2])
+    assert float(zeros.detach()) == pytest.approx(big, rel=1e-6)  # mean of [3e38, 3e38]
+
+
+def test_energy_margin_of_huge_logits_saturates_without_nan() -> None:
+    """Energies of ±3e38 square to inf; each hinge is capped, so the loss and gradients are
+    finite (the saturated samples get no gradient)."""
+    from oodscore.functional.energy_losses import hinge_cap
+
+    x_in = torch.tensor([[-3e38, -3e38], [1.0, 0.0]], requires_grad=True)  # E = +3e38
+    x_out = torch.tensor([[3e38, -3e38], [0.0, 0.0]], requires_grad=True)  # E = -3e38
+    reg = EnergyMarginLoss(weight=1e6, temperature=1e-6)
+    loss = reg(logits_in=x_in, logits_out=x_out)
+    grads = torch.autograd.grad(loss, (x_in, x_out))
+    assert math.isfinite(float(loss.detach()))
+    assert all(torch.isfinite(g).all() for g in grads)
+    cap = hinge_cap(torch.float32)
+    in_term = (cap**2 + max(0.0, -1.3132617 + 25) ** 2) / 2
+    out_term = (cap**2 + max(0.0, -7 + 0.6931472) ** 2) / 2
+    np.testing.assert_allclose(float(loss.detach()), 1e6 * (in_term + out_term), rtol=1e-5)
+
+
+@st.composite
+def _extreme_logits(draw, dtype: type) -> np.ndarray:
+    big = float(np.finfo(dtype).max)
+    rows = draw(st.integers(1, 4))
+    values = st.one_of(
+        st.sampled_from([big, -big, big / 3, -big / 3, 1e4, -1e4, 0.0, 88.0, -104.0]),
+        st.floats(allow_nan=False, allow_infinity=False, width=32 if dtype is np.float32 else 64),
+        st.floats(-40, 40),
+    )
+    return draw(arrays(dtype, (rows, C), elements=values))
+
+
+EXTREME_REGULARIZERS = [
+    EnergyMarginLoss(),
+    EnergyMarginLoss(weight=1e6, margin_in=-1e6, margin_out=1e6, temperature=1e-6),
+    EnergyMarginLoss(weight=1e6, margin_in=1e6 - 1, margin_out=1e6, temperature=1e6),
+    BalancedEnergyLoss(PRIOR),
+    BalancedEnergyLoss([0.5, 0.5, 0.0, 0.0, 1e-300], gamma=30.0, gamma_weight=0.0, alpha=1e6),
+    BalancedEnergyLoss([1e-300, 1.0, 0.0, 1e300, 0.0], gamma=1e300, weight=1e6),
+    OutlierExposureLoss(weight=1e6),
+    OutlierExposureLoss(target="zeros", weight=1e6),
+]
+
+
+@pytest.mark.parametrize("reg", EXTREME_REGULARIZERS, ids=repr)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data())
+def test_extreme_finite_logits_give_finite_losses_and_gradients(reg, dtype, data) -> None:
+    x_in = torch.from_numpy(data.draw(_extreme_logits(dtype))).requires_grad_(True)
+    x_out = torch.from_numpy(data.draw(_extreme_logits(dtype))).requires_grad_(True)
+    if isinstance(reg, OutlierExposureLoss):
+        loss, inputs = reg(logits_out=x_out), (x_out,)
+    else:
+        loss, inputs = reg(logits_in=x_in, logits_out=x_out), (x_in, x_out)
+    grads = torch.autograd.grad(loss, inputs)
+    assert math.isfinite(float(loss.detach())), (reg, x_in, x_out, loss)
+    assert all(torch.isfinite(g).all() for g in grads), (reg, x_in, x_out, grads)

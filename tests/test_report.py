@@ -223,3 +223,40 @@ def test_to_pandas_carries_the_feature_layer() -> None:
     pytest.importorskip("pandas")
     report = Report({("o", "s"): {"auroc": 0.5}}, feature_layer="fc (input)")
     assert report.to_pandas().attrs["feature_layer"] == "fc (input)"
+
+
+def test_json_has_null_for_a_nan_id_metric() -> None:
+    report = Report({("o", "s"): {"auroc": 0.5}}, id_metrics={"map": math.nan, "accuracy": 0.5})
+    data = json.loads(report.to_json())
+    assert data["id_metrics"] == {"map": None, "accuracy": 0.5}
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_text_cells_cannot_be_formulas(start: str) -> None:
+    label = f'{start}HYPERLINK("http://x")'
+    report = Report({(label, f"{start}cmd"): {"auroc": -0.5}})
+    rows = list(csv.reader(io.StringIO(report.to_csv(), newline="")))
+    assert rows[1] == [f"'{label}", f"'{start}cmd", "-0.5"]  # numbers stay numbers
+    assert rows[0] == ["ood_set", "scorer", "auroc"]
+
+
+def test_plot_clips_infinite_scores(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    report = Report.from_scores(
+        {"s": np.array([1.0, np.inf, 2.0, 3.0])}, {"o": {"s": np.array([-np.inf, 0.0, 1.5])}}
+    )
+    figure = report.figure()
+    histogram = figure.axes[0]
+    notes = [t.get_text() for t in histogram.texts]
+    assert notes == ["scores: 1 at -inf drawn at 0; 1 at +inf drawn at 3"]
+    low, high = histogram.get_xlim()
+    assert np.isfinite([low, high]).all()
+    report.plot(tmp_path / "inf.png", dpi=30)
+    assert (tmp_path / "inf.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("label", ["a,b", 'say "hi"', "two\nlines", "car\rriage", "plain"])
+def test_csv_text_cells_read_back(label: str) -> None:
+    report = Report({(label, "s"): {"auroc": 0.25}})
+    rows = list(csv.reader(io.StringIO(report.to_csv(), newline="")))
+    assert rows == [["ood_set", "scorer", "auroc"], [label, "s", "0.25"]]

@@ -127,3 +127,73 @@ def test_msp_temperature_is_odin_scaling():
     assert MSP(temperature=1000.0)(logits).item() == pytest.approx(
         1 / (1 + np.exp(-4.0 / 1000.0)), rel=1e-6
     )
+
+
+# --------------------------------------------------------------------------------------
+# Finite logits whose differences overflow, and the ends of the temperature range.
+
+OVERFLOWING = torch.tensor([[3e38, -3e38, 0.0], [-3e38, 3e38, 3e38]], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("scorer", [MSP(), Entropy(), GEN(), Energy(temperature=0.5)], ids=repr)
+def test_overflowing_logit_differences_give_finite_scores_and_gradients(scorer):
+    """3e38 - (-3e38) overflows float32; the scores are those of the float64 logits."""
+    x = OVERFLOWING.clone().requires_grad_(True)
+    scores = scorer(x)
+    (grad,) = torch.autograd.grad(scores.sum(), x)
+    assert torch.isfinite(scores).all()
+    assert torch.isfinite(grad).all()
+    expected = scorer(OVERFLOWING.double())
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_entropy_of_a_one_hot_float32_row_with_overflowing_differences_is_zero():
+    scores = Entropy()(torch.tensor([[3e38, -3e38, 0.0]]))
+    assert scores.tolist() == [0.0]
+
+
+def test_gen_gradient_is_finite_where_probabilities_underflow():
+    x = torch.tensor([[100.0, 0.0, -100.0], [20.0, -200.0, -300.0]], requires_grad=True)
+    (grad,) = torch.autograd.grad(GEN()(x).sum(), x)
+    assert torch.isfinite(grad).all()
+    # the gradient of -sum_j (p_j (1 - p_j))^g, by central differences in float64
+    x64 = x.detach().double().requires_grad_(True)
+    (grad64,) = torch.autograd.grad(GEN()(x64).sum(), x64)
+    torch.testing.assert_close(grad.double(), grad64, rtol=1e-4, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [MSP, Energy])
+@pytest.mark.parametrize("temperature", [1e-300, 1e-40, 1e-7, 1e7, 1e300])
+def test_temperature_outside_its_range_is_refused(cls, temperature):
+    with pytest.raises(ValueError, match=r"`temperature` to be a finite number in \[1e-06, "):
+        cls(temperature=temperature)
+
+
+@pytest.mark.parametrize("cls", [MSP, Energy])
+@pytest.mark.parametrize("temperature", [1e-6, 1e6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_temperature_at_the_ends_of_its_range_is_finite(cls, temperature, dtype):
+    top = torch.finfo(dtype).max
+    x = torch.tensor(
+        [[top, -top, 0.0], [1.0, 0.0, -1.0], [top, top, top], [-top, -top, 5.0]], dtype=dtype
+    ).requires_grad_(True)
+    scorer = cls(temperature=temperature)
+    scores = scorer(x)
+    (grad,) = torch.autograd.grad(scores.sum(), x)
+    assert torch.isfinite(scores).all()
+    assert torch.isfinite(grad).all()
+    reference = ref.msp if cls is MSP else ref.energy
+    rows = [1] if dtype == torch.float64 else [0, 1, 2, 3]  # float64 rows 0, 2, 3 overflow f/T
+    expected = reference(x.detach().double().numpy()[rows], temperature)
+    np.testing.assert_allclose(scores.detach().double().numpy()[rows], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_joint_energy_beyond_the_dtype_saturates(dtype):
+    """softplus(3e38) + softplus(3e38) = 6e38, beyond float32: the largest float32, not inf."""
+    top = torch.finfo(dtype).max
+    x = torch.tensor([[top, top], [top, -top]], dtype=dtype, requires_grad=True)
+    scores = JointEnergy()(x)
+    (grad,) = torch.autograd.grad(scores.sum(), x)
+    assert scores.tolist() == [top, top]
+    assert torch.isfinite(grad).all()

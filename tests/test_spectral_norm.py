@@ -307,7 +307,8 @@ def test_linear_in_operator_mode_is_reshape() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# equality with torch's spectral_norm in the SNoJoE configuration
+# equality with torch.nn.utils.parametrizations.spectral_norm on SNoJoE's layers (SNoJoE's own,
+# legacy function: tests/test_spectral_norm_legacy.py)
 
 
 def _snojoe_pair(seed: int) -> tuple[nn.Module, nn.Module]:
@@ -323,7 +324,7 @@ def _snojoe_pair(seed: int) -> tuple[nn.Module, nn.Module]:
     return ours, theirs
 
 
-def test_snojoe_configuration_equals_torch_spectral_norm() -> None:
+def test_snojoe_layers_equal_torch_parametrizations_spectral_norm() -> None:
     ours, theirs = _snojoe_pair(0)
     normalized = {name for name, m in ours.named_modules() if parametrize.is_parametrized(m)}
     assert normalized == {"conv1", "conv2", "shortcut"}
@@ -337,7 +338,7 @@ def test_snojoe_configuration_equals_torch_spectral_norm() -> None:
         ours.eval()
         theirs.eval()
         torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
-    # The same state dict keys, so checkpoints are interchangeable.
+    # The same state dict keys as the parametrization, so checkpoints are interchangeable.
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict())
 

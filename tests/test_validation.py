@@ -97,7 +97,10 @@ def test_wrong_type_or_dtype(logits, match):
 @pytest.mark.parametrize(
     ("factory", "match"),
     [
-        (lambda: MSP(temperature=0), r"`temperature` to be a finite number > 0, got 0"),
+        (
+            lambda: MSP(temperature=0),
+            r"`temperature` to be a finite number in \[1e-06, 1000000\], got 0",
+        ),
         (lambda: Energy(temperature=-1.0), r"got -1.0"),
         (lambda: Energy(temperature=float("nan")), r"got nan"),
         (lambda: Energy(temperature=float("inf")), r"got inf"),
@@ -145,3 +148,13 @@ def test_big_endian_and_read_only_numpy_arrays_are_accepted(rng):
         np.testing.assert_array_equal(Energy()(read_only), expected)
         broadcast = np.broadcast_to(logits[:1], (4, 3))
         np.testing.assert_array_equal(Energy()(broadcast), np.repeat(expected[:1], 4))
+
+
+def test_a_zero_d_array_is_named_zero_d() -> None:
+    """NumPy's ascontiguousarray makes a 0-d array 1-D; the message once said 1-D."""
+    import numpy as np
+
+    from oodscore import MSP
+
+    with pytest.raises(ValueError, match=r"got 0-D shape \(\)"):
+        MSP()(np.array(3.0))

@@ -6,7 +6,6 @@ Nothing is downloaded: the data are scikit-learn's 8×8 digits (see `oodscore.da
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from oodscore.data.demo import DemoSets, multi_label_sets, single_label_sets
 from oodscore.evaluation import Scorers, evaluate
+from oodscore.io import check_outputs
+from oodscore.plotting import check_plot_path
 from oodscore.report import Report
 
 SINGLE_LABEL_SCORERS: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "gen")
@@ -80,11 +81,9 @@ def run(args: argparse.Namespace) -> int:
     """Train, evaluate and print each task's report; save the plots when asked."""
     tasks = ["single", "multi"] if args.task == "both" else [args.task]
     plots = _plot_paths(args.plot, tasks)
-    if plots and importlib.util.find_spec("matplotlib") is None:
-        raise ValueError("--plot needs matplotlib; install it with `pip install oodscore[plot]`.")
+    check_outputs(plots.values(), [], force=args.force)
     for path in plots.values():
-        if path.exists() and not args.force:
-            raise FileExistsError(f"{str(path)!r} exists; pass --force to overwrite it.")
+        check_plot_path(path)
     threads = torch.get_num_threads()
     # One thread: these models are too small to gain from more, and on a busy machine
     # extra threads that wait on each other make training many times slower.

@@ -1,28 +1,35 @@
 """``oodscore eval``: OOD metrics of several scorers on saved logits and features.
 
 Logit scorers read ``--id``/``--ood`` logits; feature scorers read ``--id-features``/
-``--ood-features``, fitted on ``--fit-features`` (``--fit-targets``) or read from ``--state``.
+``--ood-features``. Fitted scorers are fitted on ID data of the kind they read
+(``--fit-logits`` or ``--fit-features``, with ``--fit-targets``) or read from ``--state``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import inspect
 from pathlib import Path
 from typing import Any
 
-from oodscore.commands.score import check_kind, parse_params, refuse_feature_options
+from oodscore.commands.score import (
+    add_reading_options,
+    check_kind,
+    parse_params,
+    reading,
+    reads,
+)
 from oodscore.evaluation import evaluate_logits
 from oodscore.io import check_outputs, load_array, load_targets, write_atomic
+from oodscore.plotting import check_plot_path
 from oodscore.report import MEAN, Report
 from oodscore.scorers.base import SCORERS, FittedScorer, Scorer
 from oodscore.state_file import load_state
 
 FORMATS = ("markdown", "csv", "json")
 
-FEATURE_OPTIONS = ("id_features", "ood_features", "fit_features", "fit_targets")
-"""The options (``args`` attributes) that only feature scorers take."""
+FEATURE_OPTIONS = ("id_features", "ood_features", "fit_features")
+"""The options (``args`` attributes) that only feature scorers read."""
 
 
 def register(subparsers: Any) -> None:
@@ -82,9 +89,11 @@ def register(subparsers: Any) -> None:
         help="also save score histograms and ROC curves (.png, .pdf, .svg; needs matplotlib)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_reading_options(parser)
     group = parser.add_argument_group(
-        "feature scorers",
-        "features for scorers that read them (`oodscore list` marks them [features])",
+        "feature and fitted scorers",
+        "features for scorers that read them (`oodscore list` marks them [features]); ID "
+        "data to fit the fitted scorers of --scorer on; fitted scorers from state files",
     )
     group.add_argument(
         "--id-features", type=Path, metavar="PATH", help="(N, D) features of the ID test set"
@@ -100,13 +109,20 @@ def register(subparsers: Any) -> None:
         "--fit-features",
         type=Path,
         metavar="PATH",
-        help="(N, D) ID features to fit the feature scorers of --scorer on",
+        help="(N, D) ID features to fit the fitted feature scorers of --scorer on",
+    )
+    group.add_argument(
+        "--fit-logits",
+        type=Path,
+        metavar="PATH",
+        help="(N, C) ID logits to fit the fitted logit scorers of --scorer on (lof, ...)",
     )
     group.add_argument(
         "--fit-targets",
         type=Path,
         metavar="PATH",
-        help="targets of --fit-features: (N,) class ids or (N, C) multi-hot labels",
+        help="targets of the fit rows (--fit-features, --fit-logits, or both: the same rows): "
+        "(N,) class ids or (N, C) multi-hot labels",
     )
     group.add_argument(
         "--state",
@@ -114,7 +130,7 @@ def register(subparsers: Any) -> None:
         dest="scorers",
         type=lambda text: ("state", text),
         metavar="[LABEL=]STATE",
-        help="a fitted feature scorer from a state file (`oodscore score --save-state`), "
+        help="a fitted scorer from a state file (`oodscore score --save-state`), "
         "repeatable; labelled LABEL, or by its name and parameters",
     )
     parser.set_defaults(run=run)
@@ -139,8 +155,9 @@ def parse_ood(items: list[str], option: str = "--ood") -> dict[str, Path]:
 def _build_scorer(item: str) -> Scorer:
     name, _, params = item.partition(":")
     cls = SCORERS.get_class(name.strip())
+    check_kind(name.strip(), cls)
     pairs = [p.strip() for p in params.split(",") if p.strip()] if params else []
-    return cls(**parse_params(pairs, cls))
+    return cls(**parse_params(pairs, cls, context=f"--scorer {item!r}: "))
 
 
 def scorer_label(scorer: Scorer) -> str:
@@ -168,7 +185,9 @@ def _state_path(item: str) -> tuple[str | None, Path]:
     return label.strip(), Path(path)
 
 
-def _resolve(items: list[tuple[str, str]]) -> tuple[dict[str, Scorer], dict[str, Path]]:
+def _resolve(
+    items: list[tuple[str, str]], decompress_limit: int
+) -> tuple[dict[str, Scorer], dict[str, Path]]:
     """Scorers of ``--scorer`` and ``--state`` in command-line order, and the state files."""
     scorers: dict[str, Scorer] = {}
     states: dict[str, Path] = {}
@@ -177,7 +196,7 @@ def _resolve(items: list[tuple[str, str]]) -> tuple[dict[str, Scorer], dict[str,
             label, scorer = item, _build_scorer(item)
         else:
             given, path = _state_path(item)
-            scorer = load_state(path)
+            scorer = load_state(path, decompress_limit=decompress_limit)
             label = given if given is not None else scorer_label(scorer)
         if label in scorers:
             if option == "scorer" and label not in states:
@@ -197,9 +216,11 @@ def check_inputs(args: argparse.Namespace, scorers: dict[str, Scorer]) -> None:
     """Each kind of scorer has its inputs, and no option is given that nothing would read."""
     logit = [label for label, s in scorers.items() if s.input_kind == "logits"]
     feature = [label for label, s in scorers.items() if s.input_kind == "features"]
-    to_fit = [
-        label for label, s in scorers.items() if isinstance(s, FittedScorer) and not s.is_fitted
-    ]
+    to_fit = {
+        label: reads(s)
+        for label, s in scorers.items()
+        if isinstance(s, FittedScorer) and not s.is_fitted
+    }
     if logit and (args.id_path is None or not args.ood):
         raise ValueError(
             f"{logit[0]!r} reads logits: give --id ID_LOGITS and --ood NAME=PATH for each OOD set."
@@ -214,18 +235,28 @@ def check_inputs(args: argparse.Namespace, scorers: dict[str, Scorer]) -> None:
             "NAME=PATH for each OOD set."
         )
     if not feature:
-        refuse_feature_options(args, FEATURE_OPTIONS, "none is given")
-    if to_fit and args.fit_features is None:
+        given = [f"--{o.replace('_', '-')}" for o in FEATURE_OPTIONS if getattr(args, o)]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{', '.join(given)} {verb} only to feature scorers; none is given.")
+    for data in ("features", "logits"):
+        option = f"--fit-{data}"
+        fitting = [label for label, kind in to_fit.items() if kind == data]
+        has_fit = getattr(args, f"fit_{data}") is not None
+        if fitting and not has_fit:
+            raise ValueError(
+                f"{fitting[0]!r} is a fitted scorer that reads {data}: give {option} PATH "
+                f"(ID {data}, with --fit-targets PATH for class-based scorers), or a fitted "
+                "one with --state."
+            )
+        if has_fit and not fitting:
+            loaded = any(isinstance(s, FittedScorer) and reads(s) == data for s in scorers.values())
+            why = "those of --state are fitted" if loaded else f"no fitted scorer reads {data}"
+            raise ValueError(f"{option} fits the fitted scorers of --scorer; {why}.")
+    if args.fit_targets is not None and not to_fit:
         raise ValueError(
-            f"{to_fit[0]!r} is a feature scorer to fit: give --fit-features PATH (ID features, "
-            "with --fit-targets PATH for class-based scorers), or a fitted one with --state."
+            "--fit-targets needs --fit-features or --fit-logits (the rows they label)."
         )
-    if feature and not to_fit and args.fit_features is not None:
-        raise ValueError(
-            "--fit-features fits the feature scorers of --scorer; those of --state are fitted."
-        )
-    if args.fit_targets is not None and args.fit_features is None:
-        raise ValueError("--fit-targets needs --fit-features (the features they label).")
 
 
 def _check_same_sets(ood: dict[str, Path], ood_features: dict[str, Path]) -> None:
@@ -246,26 +277,27 @@ def run(args: argparse.Namespace) -> int:
     ood_paths = parse_ood(args.ood)
     feature_paths = parse_ood(args.ood_features, "--ood-features")
     _check_same_sets(ood_paths, feature_paths)
-    scorers, states = _resolve(args.scorers)
+    scorers, states = _resolve(args.scorers, args.decompress_limit)
     check_inputs(args, scorers)
-    singles = (args.id_path, args.id_targets, args.id_features, args.fit_features, args.fit_targets)
+    singles = (
+        *(args.id_path, args.id_targets, args.id_features),
+        *(args.fit_features, args.fit_logits, args.fit_targets),
+    )
     inputs = [p for p in singles if p is not None]
     inputs += [*ood_paths.values(), *feature_paths.values(), *states.values()]
     outputs = [p for p in (args.output, args.plot) if p is not None]
     check_outputs(outputs, inputs, force=args.force)
-    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise ValueError("--plot needs matplotlib; install it with `pip install oodscore[plot]`.")
+    if args.plot is not None:
+        check_plot_path(args.plot)
     report = _evaluate(args, scorers, states, ood_paths, feature_paths)
     text = _render(report, args.format)
-    if args.plot is not None:
-        try:
-            report.plot(args.plot, force=args.force, inputs=inputs)
-        except ImportError as error:
-            raise ValueError(str(error)) from None
+    # The report first: a plot that fails must not cost it.
     if args.output is None:
-        print(text, end="" if text.endswith("\n") else "\n")
+        print(text, end="" if text.endswith("\n") else "\n", flush=True)
     else:
         write_atomic(args.output, text, force=args.force, inputs=inputs)
+    if args.plot is not None:
+        report.plot(args.plot, force=args.force, inputs=inputs)
     return 0
 
 
@@ -276,62 +308,81 @@ def _evaluate(
     ood_paths: dict[str, Path],
     feature_paths: dict[str, Path],
 ) -> Report:
-    key = args.key
+    options = reading(args)
 
     def read(path: Path | None) -> Any:
-        return None if path is None else load_array(path, key=key)
+        return None if path is None else load_array(path, **options)
 
     def read_targets(path: Path | None) -> Any:
-        return None if path is None else load_targets(path, key=key)
+        return None if path is None else load_targets(path, **options)
 
     fit_features, fit_targets = read(args.fit_features), read_targets(args.fit_targets)
-    id_features = read(args.id_features)
-    _check_fit_data(args, fit_features, fit_targets, id_features)
-    _check_states(args, scorers, states, id_features)
+    fit_logits = read(args.fit_logits)
+    id_logits, id_features = read(args.id_path), read(args.id_features)
+    _check_fit_data(args, "features", fit_features, fit_targets, id_features)
+    _check_fit_data(args, "logits", fit_logits, fit_targets, id_logits)
+    _check_states(args, scorers, states, {"features": id_features, "logits": id_logits})
     return evaluate_logits(
-        read(args.id_path),
+        id_logits,
         {name: read(path) for name, path in ood_paths.items()} if ood_paths else None,
         scorers,
         id_targets=read_targets(args.id_targets),
         id_features=id_features,
         ood_features={name: read(path) for name, path in feature_paths.items()} or None,
         fit_features=fit_features,
+        fit_logits=fit_logits,
         fit_targets=fit_targets,
     )
 
 
-def _check_fit_data(args: argparse.Namespace, fit: Any, targets: Any, test: Any) -> None:
-    """Name the files when the fit features do not match their targets or the test features."""
+_TEST_OPTION = {
+    "features": ("--id-features", "id_features", "D"),
+    "logits": ("--id", "id_path", "C"),
+}
+
+
+def _check_fit_data(args: argparse.Namespace, data: str, fit: Any, targets: Any, test: Any) -> None:
+    """Name the files when the fit rows do not match their targets or the test data."""
     if fit is None or fit.ndim != 2:
         return  # evaluate_logits explains what is wrong with the array itself
-    where = f"--fit-features {str(args.fit_features)!r}"
+    where = f"--fit-{data} {str(getattr(args, f'fit_{data}'))!r}"
     if targets is not None and len(targets) != len(fit):
         raise ValueError(
             f"--fit-targets {str(args.fit_targets)!r} has {len(targets)} rows, {where} "
-            f"{len(fit)}: one target per feature row."
+            f"{len(fit)}: one target per fit row."
         )
+    option, attribute, letter = _TEST_OPTION[data]
     if test is not None and test.ndim == 2 and fit.shape[1] != test.shape[1]:
+        same = (
+            "the features must come from the same layer"
+            if data == "features"
+            else ("the logits must come from the same classifier")
+        )
         raise ValueError(
-            f"{where} has D = {fit.shape[1]} columns, --id-features "
-            f"{str(args.id_features)!r} D = {test.shape[1]}: the features must come from the "
-            "same layer."
+            f"{where} has {letter} = {fit.shape[1]} columns, {option} "
+            f"{str(getattr(args, attribute))!r} {letter} = {test.shape[1]}: {same}."
         )
 
 
 def _check_states(
-    args: argparse.Namespace, scorers: dict[str, Scorer], states: dict[str, Path], test: Any
+    args: argparse.Namespace,
+    scorers: dict[str, Scorer],
+    states: dict[str, Path],
+    tests: dict[str, Any],
 ) -> None:
-    """Name the state file whose feature size differs from the test features'."""
-    if test is None or test.ndim != 2:
-        return
+    """Name the state file whose width differs from that of the data its scorer reads."""
     for label, path in states.items():
         scorer = scorers[label]
+        data = reads(scorer)
+        test = tests[data]
         width = scorer.num_features if isinstance(scorer, FittedScorer) else None
-        if width is not None and width != test.shape[1]:
-            raise ValueError(
-                f"--id-features {str(args.id_features)!r} has D = {test.shape[1]} columns; "
-                f"{label!r} (--state {str(path)!r}) was fitted on D = {width}."
-            )
+        if test is None or test.ndim != 2 or width is None or width == test.shape[1]:
+            continue
+        option, attribute, letter = _TEST_OPTION[data]
+        raise ValueError(
+            f"{option} {str(getattr(args, attribute))!r} has {letter} = {test.shape[1]} "
+            f"columns; {label!r} (--state {str(path)!r}) was fitted on {letter} = {width}."
+        )
 
 
 def _render(report: Report, fmt: str) -> str:

@@ -1,12 +1,37 @@
-r"""Energy-bounded losses: squared hinges on the free energy, plain and class-prior balanced."""
+r"""Energy-bounded losses: squared hinges on the free energy, plain and class-prior balanced.
+
+Every finite logit gives a finite loss and finite gradients. Two devices keep it so. A hinge
+is capped at $\sqrt{\text{max}} / 4096$ of the dtype ($4.5 \cdot 10^{15}$ in float32,
+$10^{150}$ in float64): its square then cannot overflow, nor can a loss weighted by up to
+$10^6$ (`oodscore._validation.LOSS_SCALE`) or its gradient; a sample beyond the cap adds the
+cap's square and no gradient. And the balanced loss weighs its outliers in log space, so
+weights that underflow (a prior raised to the power 30) never give 0 / 0.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from oodscore._arrays import finite_sum
 from oodscore.functional.energy import free_energy
+
+
+def hinge_cap(dtype: torch.dtype) -> float:
+    r"""Largest hinge value the squared hinges use: $\sqrt{\text{max}} / 2^{12}$ of ``dtype``.
+
+    Its square is at most $\text{max} / 2^{24}$, so a sum of two mean squared hinges times a
+    weight of up to $10^6 < 2^{20}$, and every gradient on the way, stay finite.
+    """
+    return math.sqrt(torch.finfo(dtype).max) / 4096.0
+
+
+def _squared_hinge(x: Tensor) -> Tensor:
+    """``relu(x)**2`` with ``relu(x)`` capped at `hinge_cap` (no gradient beyond it)."""
+    return F.relu(x).clamp_max(hinge_cap(x.dtype)).square()
 
 
 def squared_hinges(
@@ -16,26 +41,50 @@ def squared_hinges(
     margin_in: float,
     margin_out: float,
     weights_out: Tensor | None = None,
+    log_weights_out: Tensor | None = None,
+    dense: bool = False,
 ) -> Tensor:
     r"""Sum of the mean squared ID hinge and the (weighted) mean squared outlier hinge.
 
     $\operatorname{mean}_i \operatorname{relu}(E_i - m_{in})^2 + \operatorname{mean}_j
-    \operatorname{relu}(m_{out} - E_j)^2$, the outlier mean weighted by ``weights_out``.
+    \operatorname{relu}(m_{out} - E_j)^2$, the outlier mean weighted by ``weights_out``
+    (non-negative) or by ``exp(log_weights_out)`` (normalized in log space: weights that
+    all underflow still average correctly).
 
     An empty set contributes 0 (a segmentation crop without outlier pixels), as does an
-    outlier set whose weights are all 0.
+    outlier set whose weights are all 0. ``dense=True`` is the official segmentation
+    weighting (``segmentation/code/losses.py``): the mean of the two terms,
+    $\frac{1}{2}(\text{ID} + \text{outlier})$, when there are outliers, and the ID term
+    alone when there are none. Each hinge is capped at `hinge_cap`.
     """
     total = energy_in.new_zeros(())
     if energy_in.numel():
-        total = total + F.relu(energy_in - margin_in).pow(2).mean()
-    if energy_out.numel():
-        hinge_out = F.relu(margin_out - energy_out).pow(2)
-        if weights_out is None:
-            total = total + hinge_out.mean()
-        else:
-            tiny = torch.finfo(hinge_out.dtype).tiny
-            total = total + (hinge_out * weights_out).sum() / weights_out.sum().clamp_min(tiny)
-    return total
+        total = total + finite_sum(_squared_hinge(energy_in - margin_in), mean=True)
+    if not energy_out.numel():
+        return total
+    hinge_out = _squared_hinge(margin_out - energy_out)
+    if log_weights_out is not None:
+        term_out: Tensor = torch.linalg.vecdot(torch.softmax(log_weights_out, dim=0), hinge_out)
+    elif weights_out is not None:
+        term_out = _weighted_mean(hinge_out, weights_out)
+    else:
+        term_out = finite_sum(hinge_out, mean=True)
+    total = total + term_out
+    return 0.5 * total if dense else total
+
+
+def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """``sum(w * v) / sum(w)`` for non-negative ``w``, 0 when every weight is 0.
+
+    The weights are first divided by their maximum, so neither tiny weights (whose sum
+    would underflow) nor large ones (whose sum would overflow) give 0 / 0 or inf.
+    """
+    largest = weights.detach().amax()
+    if not bool(largest > 0):
+        return (values * weights).sum()  # 0, with the gradient of the official form
+    scaled = weights / largest
+    mean: Tensor = torch.linalg.vecdot(scaled / scaled.sum(), values)
+    return mean
 
 
 def energy_margin_loss(
@@ -45,31 +94,64 @@ def energy_margin_loss(
     margin_in: float = -25.0,
     margin_out: float = -7.0,
     temperature: float = 1.0,
+    dense: bool = False,
 ) -> Tensor:
     r"""Unweighted energy-margin loss of ID logits (N, C) and outlier logits (M, C).
 
     $$ \frac{1}{N}\sum_i \operatorname{relu}(E(x_i) - m_{in})^2
        + \frac{1}{M}\sum_j \operatorname{relu}(m_{out} - E(\tilde x_j))^2 $$
 
-    No input checks: `oodscore.EnergyMarginLoss` validates. An empty side contributes 0.
+    No input checks: `oodscore.EnergyMarginLoss` validates. An empty side contributes 0;
+    ``dense=True`` halves the sum when there are outliers (see `squared_hinges`).
     """
     return squared_hinges(
         free_energy(logits_in, temperature),
         free_energy(logits_out, temperature),
         margin_in=margin_in,
         margin_out=margin_out,
+        dense=dense,
     )
 
 
+def prior_log_weights(class_prior: Tensor, gamma: float) -> Tensor:
+    r"""$\log q_c$, $q_c = P_c^{\gamma} / \sum_k P_k^{\gamma}$, computed in log space.
+
+    $\gamma \log P_c$ is shifted by its maximum before the normalization, so no power
+    underflows: $P_c \approx 0.01$ with $\gamma = 30$ gives $P_c^\gamma = 10^{-60}$, 0 in
+    float32 (and 0 / 0 in the direct form), but a finite $\log q_c$ here. $0^0 = 1$:
+    $\gamma = 0$ gives uniform $q$; for $\gamma > 0$ a class of prior 0 gets $-\infty$.
+    """
+    prior = class_prior.to(torch.float64)
+    if gamma == 0:
+        return torch.full_like(prior, -math.log(prior.numel())).to(class_prior.dtype)
+    log_prior = torch.log(prior)
+    scaled = gamma * (log_prior - log_prior.max())  # 0 at the largest prior, <= 0 elsewhere
+    return (scaled - torch.logsumexp(scaled, dim=0)).to(class_prior.dtype)
+
+
 def prior_weights(class_prior: Tensor, gamma: float) -> Tensor:
-    r"""$q_c = P_c^{\gamma} / \sum_k P_k^{\gamma}$ ($0^0 = 1$: $\gamma = 0$ gives uniform $q$)."""
-    powered = class_prior.pow(gamma)
-    return powered / powered.sum()
+    r"""$q_c = P_c^{\gamma} / \sum_k P_k^{\gamma}$ ($0^0 = 1$: $\gamma = 0$ gives uniform $q$).
+
+    The exponential of `prior_log_weights`: no 0 / 0 when every power underflows.
+    """
+    return prior_log_weights(class_prior, gamma).exp()
 
 
 def class_influence(logits: Tensor, weights: Tensor) -> Tensor:
     r"""$Z(x) = \sum_c \operatorname{softmax}(f(x))_c \, q_c$ for each row of (N, C) logits."""
     return torch.softmax(logits, dim=1) @ weights.to(logits.dtype)
+
+
+def class_log_influence(logits: Tensor, log_weights: Tensor) -> Tensor:
+    r"""$\log Z(x) = \operatorname{logsumexp}_c(\log \operatorname{softmax}(f(x))_c + \log q_c)$.
+
+    `class_influence` in log space, so an influence that underflows keeps its value. Terms
+    below the lowest finite value (a softmax that is exactly 0 where the logits' differences
+    overflow, or a weight $q_c = 0$) are clamped to it: the result is always finite.
+    """
+    lowest = torch.finfo(logits.dtype).min
+    terms = torch.log_softmax(logits, dim=1) + log_weights.to(logits.dtype)
+    return torch.logsumexp(terms.clamp_min(lowest), dim=1)
 
 
 def balanced_energy_loss(
@@ -82,6 +164,7 @@ def balanced_energy_loss(
     alpha: float = 10.0,
     gamma: float = 0.05,
     gamma_weight: float | None = None,
+    dense: bool = False,
 ) -> Tensor:
     r"""Unweighted balanced energy loss of ID logits (N, C) and outlier logits (M, C).
 
@@ -91,12 +174,15 @@ def balanced_energy_loss(
 
     with $Z_m$, $Z_w$ the influences for the exponents ``gamma`` and ``gamma_weight``
     (``None``: same as ``gamma``). No input checks: `oodscore.BalancedEnergyLoss` validates.
-    An empty side contributes 0, as does an outlier set whose weights $Z_w$ are all 0.
+    An empty side contributes 0; ``dense=True`` halves the sum when there are outliers (the
+    official segmentation weighting, see `squared_hinges`). The weights $Z_w$ are
+    normalized in log space (`class_log_influence`), so they never give 0 / 0; since every
+    finite logit has a positive softmax, the outlier weights are never all 0.
     """
-    prior = class_prior.to(device=logits_out.device, dtype=logits_out.dtype)
     weight_exponent = gamma if gamma_weight is None else gamma_weight
-    influence_margin = class_influence(logits_out, prior_weights(prior, gamma))
-    influence_weight = class_influence(logits_out, prior_weights(prior, weight_exponent))
+    log_q_margin = prior_log_weights(class_prior, gamma).to(logits_out.device)
+    log_q_weight = prior_log_weights(class_prior, weight_exponent).to(logits_out.device)
+    influence_margin = class_log_influence(logits_out, log_q_margin).exp()
     # The outlier margin moves up by alpha * Z; Z is not detached (as in the official
     # code), so gradients also flow through the softmax inside Z.
     return squared_hinges(
@@ -104,5 +190,6 @@ def balanced_energy_loss(
         free_energy(logits_out) - alpha * influence_margin,
         margin_in=margin_in,
         margin_out=margin_out,
-        weights_out=influence_weight,
+        log_weights_out=class_log_influence(logits_out, log_q_weight),
+        dense=dense,
     )

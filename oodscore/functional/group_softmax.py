@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
-from oodscore._arrays import promote
+from oodscore._arrays import promote, saturate
 from oodscore.groups import GroupSpec
 
 Reduction = Literal["mean", "sum", "none"]
@@ -39,16 +39,20 @@ def _padded(logits: Tensor, groups: GroupSpec, *, classes_only: bool = False) ->
     return view.masked_fill_(index["class_padding" if classes_only else "padding"], -math.inf)
 
 
-def _logsumexp(padded: Tensor) -> Tensor:
-    """Log-sum-exp over the last dimension, shifted by the (constant) row maximum.
+def _logsumexp_parts(padded: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-sum-exp over the last dimension as ``(shift, log_sum)``, their sum.
 
+    ``shift`` is the (constant) row maximum and ``log_sum`` the log-sum of the shifted row.
     Written out because torch's CPU ``log_softmax`` / ``logsumexp`` kernels are several
     times slower on short rows whose length is not a multiple of the vector width (a group
     of 6 classes: rows of 7), the usual case here. Treating the shift as a constant leaves
-    the gradient exact (softmax), since logsumexp(x - c) + c does not depend on c.
+    the gradient exact (softmax), since logsumexp(x - c) + c does not depend on c. Kept
+    apart, the parts let a caller subtract another logit from the shift first: next to
+    logits of 3e38, ``shift + log_sum`` rounds the log-sum (at most log of the row length)
+    away, and ``(shift - x) + log_sum`` does not.
     """
     shift = padded.detach().amax(dim=-1, keepdim=True)
-    return (padded - shift).exp().sum(dim=-1).log() + shift.squeeze(-1)
+    return shift.squeeze(-1), (padded - shift).exp().sum(dim=-1).log()
 
 
 PADDING_LIMIT = 1.25
@@ -75,12 +79,17 @@ def _pieces(logits: Tensor, groups: GroupSpec, *, classes_only: bool) -> list[Te
     return [p[:, 1:] for p in pieces] if classes_only else list(pieces)
 
 
-def _group_logsumexp(logits: Tensor, groups: GroupSpec, *, classes_only: bool) -> Tensor:
-    """(N, K) log-sum-exp of each group's slice (without its "others" logit if asked)."""
+def _group_logsumexp(
+    logits: Tensor, groups: GroupSpec, *, classes_only: bool
+) -> tuple[Tensor, Tensor]:
+    """(N, K) log-sum-exp of each group's slice, as the parts of `_logsumexp_parts`.
+
+    Without the groups' "others" logits when ``classes_only``.
+    """
     if uses_padding(groups):
-        return _logsumexp(_padded(logits, groups, classes_only=classes_only))
-    parts = [_logsumexp(p) for p in _pieces(logits, groups, classes_only=classes_only)]
-    return torch.stack(parts, dim=1)
+        return _logsumexp_parts(_padded(logits, groups, classes_only=classes_only))
+    parts = [_logsumexp_parts(p) for p in _pieces(logits, groups, classes_only=classes_only)]
+    return torch.stack([p[0] for p in parts], dim=1), torch.stack([p[1] for p in parts], dim=1)
 
 
 def _group_best_class(logits: Tensor, groups: GroupSpec) -> tuple[Tensor, Tensor]:
@@ -101,7 +110,8 @@ def group_log_softmax(logits: Tensor, groups: GroupSpec) -> Tensor:
     group's size hold $-\infty$.
     """
     padded = _padded(promote(logits), groups)
-    return padded - _logsumexp(padded).unsqueeze(-1)
+    shift, log_sum = _logsumexp_parts(padded)
+    return (padded - shift.unsqueeze(-1)) - log_sum.unsqueeze(-1)
 
 
 def group_softmax_targets(labels: Tensor, groups: GroupSpec) -> Tensor:
@@ -135,7 +145,8 @@ def group_softmax_loss(
     targets = group_softmax_targets(labels, groups)
     columns = groups.tensors(logits.device)["others_columns"] + targets  # (N, K) target columns
     picked = logits.gather(1, columns)
-    per_sample = (_group_logsumexp(logits, groups, classes_only=False) - picked).sum(dim=1)
+    shift, log_sum = _group_logsumexp(logits, groups, classes_only=False)
+    per_sample = ((shift - picked) + log_sum).sum(dim=1)
     if reduction == "mean":
         return per_sample.mean()
     if reduction == "sum":
@@ -144,16 +155,41 @@ def group_softmax_loss(
 
 
 def group_softmax_predict(logits: Tensor, groups: GroupSpec) -> Tensor:
-    """Predicted original class ids (N,) of group-softmax logits (N, C + K).
+    r"""Predicted original class ids (N,) of group-softmax logits (N, C + K).
 
     In each group the most probable non-others class; the group where that probability is
-    highest wins (official ``cal_acc``). Ties go to the first.
+    highest wins (official ``calc_group_softmax_acc``, ``finetune.py:138-176``, which
+    compares the probabilities). Ties go to the first. The probabilities are compared as
+    log-probabilities in float64, each
+    $\log p = (f_{best} - m) - \log(e^{f_{best} - m} + r)$ with $m$ the group's largest logit
+    and $r$ the sum of the group's other exponentials, taken as $-\operatorname{log1p}(r)$
+    when the best class is the group's maximum: no cancellation, so a group whose best
+    class has $p = 1 - 10^{-9}$ beats one with $p = 0.99994$ at any logit scale (the
+    float32 difference ``best - logsumexp`` of logits near 1000 cannot tell them apart).
     """
     with torch.no_grad():
-        logits = promote(logits)
-        best_logit, position = _group_best_class(logits, groups)
-        normalizer = _group_logsumexp(logits, groups, classes_only=False)
-        group = (best_logit - normalizer).argmax(dim=1)  # best class log-probability per group
+        logits = promote(logits).to(torch.float64)
+        best, position = _group_best_class(logits, groups)  # (N, K)
+        shift, _ = _group_logsumexp(logits, groups, classes_only=False)
+        if uses_padding(groups):
+            padded = _padded(logits, groups)
+            best_column = position.unsqueeze(-1) + 1  # index in the padded row (0: others)
+            e = torch.exp(padded - shift.unsqueeze(-1)).scatter_(-1, best_column, 0.0)
+            rest = e.sum(dim=-1)
+        else:
+            pieces = _pieces(logits, groups, classes_only=False)
+            rest = torch.stack(
+                [
+                    torch.exp(p - shift[:, k : k + 1])
+                    .scatter_(1, position[:, k : k + 1] + 1, 0.0)
+                    .sum(dim=1)
+                    for k, p in enumerate(pieces)
+                ],
+                dim=1,
+            )
+        gap = best - shift  # <= 0; 0 when the best class is the group's maximum
+        log_p = gap - torch.where(gap == 0, torch.log1p(rest), torch.log(torch.exp(gap) + rest))
+        group = log_p.argmax(dim=1)
         within = position.gather(1, group.unsqueeze(1)).squeeze(1)
         return groups.tensors(logits.device)["class_of_position"][group, within]
 
@@ -167,7 +203,8 @@ def group_others_log_probability(logits: Tensor, groups: GroupSpec) -> Tensor:
     """
     logits = promote(logits)
     others = torch.index_select(logits, 1, groups.tensors(logits.device)["others_columns"])
-    rest = _group_logsumexp(logits, groups, classes_only=True) - others
+    shift, log_sum = _group_logsumexp(logits, groups, classes_only=True)
+    rest = (shift - others) + log_sum  # ±inf where the difference overflows: softplus is exact
     return -F.softplus(rest)
 
 
@@ -176,14 +213,17 @@ def group_class_log_probability(logits: Tensor, groups: GroupSpec) -> Tensor:
     logits = promote(logits)
     index = groups.tensors(logits.device)
     columns = torch.tensor(groups.class_columns, device=logits.device)
-    normalizer = _group_logsumexp(logits, groups, classes_only=False)
-    return logits[:, columns] - normalizer[:, index["group_of_class"]]
+    shift, log_sum = _group_logsumexp(logits, groups, classes_only=False)
+    group = index["group_of_class"]
+    return (logits[:, columns] - shift[:, group]) - log_sum[:, group]
 
 
 def mos_score(logits: Tensor, groups: GroupSpec, *, log_scale: bool = False) -> Tensor:
     r"""MOS score $-\min_k p_k(\text{others} \mid x)$ of group-softmax logits (N, C + K).
 
-    With ``log_scale=True``: $-\min_k \log p_k(\text{others} \mid x)$, the same ranking.
+    With ``log_scale=True``: $-\min_k \log p_k(\text{others} \mid x)$, the same ranking;
+    where it lies beyond the dtype (a class logit of 3e38 against an "others" logit of
+    -3e38 in float32) it saturates at the largest finite value.
     """
     lowest = group_others_log_probability(logits, groups).min(dim=1).values
-    return -lowest if log_scale else -torch.exp(lowest)
+    return saturate(-lowest) if log_scale else -torch.exp(lowest)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
+
+from oodscore._arrays import finite_sum
 
 
 def max_logit_score(logits: Tensor) -> Tensor:
@@ -14,7 +15,10 @@ def max_logit_score(logits: Tensor) -> Tensor:
 def sum_logit_score(logits: Tensor) -> Tensor:
     r"""The sum of the logits $\sum_c f_c$ of each row of (N, C) logits.
 
-    Accumulated in float64 and rounded once to the dtype of ``logits``, so float32 logits of
-    mixed signs (+1e4 and -1e4) do not cancel away their small terms.
+    Accumulated without overflow (`oodscore._arrays.finite_sum`: float32 in float64, float64
+    scaled by a power of two) and rounded once to the dtype of ``logits``, so float32 logits
+    of mixed signs (+1e4 and -1e4) do not cancel away their small terms, and float64
+    ``[1e308, 1e308, -1e308, -1e308]`` sums to 0. A sum beyond the dtype (two logits of 3e38
+    in float32) saturates at its largest finite value.
     """
-    return logits.sum(dim=1, dtype=torch.float64).to(logits.dtype)
+    return finite_sum(logits, dim=1)

@@ -34,7 +34,8 @@ def _as_numpy(x: object, name: str) -> np.ndarray[Any, Any]:
 def as_scores(x: object, name: str, *, allow_empty: bool = False) -> np.ndarray[Any, Any]:
     """Return ``x`` as a 1-D NumPy array of real scores on the CPU, after checking it.
 
-    Torch tensors are copied to the CPU (bfloat16 as float32); no value is changed.
+    Torch tensors are copied to the CPU (bfloat16 as float32), arrays of the other byte
+    order are byte-swapped; no value is changed.
 
     Raises:
         TypeError: ``x`` is not a tensor or array, or does not hold real numbers.
@@ -48,6 +49,8 @@ def as_scores(x: object, name: str, *, allow_empty: bool = False) -> np.ndarray[
         )
     if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"Expected `{name}` to hold at least one score, got an empty array.")
+    if not arr.dtype.isnative:  # the ranking reads the bits: same values, native byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype.kind == "f" and not sum_is_finite(arr):
         nan = np.isnan(arr)
         if nan.any():

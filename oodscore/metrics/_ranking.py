@@ -7,20 +7,28 @@ counts at each unique value) feeds the other FPR rules, the ROC curve and the bi
 streaming metrics (`oodscore.metrics._cumulative`). Scores are never transformed before ranking:
 ties are ties of the values given (with ``-0.0 == 0.0``), and counts are int64.
 
+Every comparison is one of integers. A float becomes its **order key**: its bits read as a
+signed integer of the same width, negative numbers mirrored (``-|bits|``), so that the
+integer order is the order of the numbers and ``-0.0`` and ``+0.0`` share the key 0.
+Sorting floats directly would depend on the CPU: in flush-to-zero mode
+(``torch.set_flush_denormal(True)``) it treats subnormal numbers as 0, and NumPy's
+vectorized sort even writes them back as 0. Keys keep every subnormal score a distinct
+number in every mode; floats are widened (float16 to float32 to float64) with integer
+operations too (`exact_astype`).
+
 Two ways to sort, chosen by dtype:
 
 * **Tagged sort** (float16, float32 and small integers, all finite): every such value is
-  exact in float64 with its 29 lowest mantissa bits zero, so the lowest bit is free to
-  carry the label (1 = ID). One plain ``np.sort`` of the tagged float64 keys orders the
-  values, keeps equal values adjacent (the tag moves a key by one float64 ulp, far less
-  than the gap to the next float32 value) and brings the labels along; a new value starts
-  where two neighbouring keys differ in more than the tag bit. ``-0.0`` is first turned
-  into ``+0.0`` (adding ``0.0`` does it) so that the two zeros, equal as numbers, stay
-  together. ``np.argsort`` would do the same job several times slower.
-* **Sort and merge** (float64, wider integers, or any input holding ±inf, which a tag
-  would turn into NaN): each side is sorted on its own in its own dtype; a stable argsort
-  of the two sorted runs then merges them in linear time (timsort), or, for a tally, the
-  unique values and counts of each side are merged on the union of values.
+  exact in float32, so its 32-bit key, doubled, leaves the lowest bit of an int64 free to
+  carry the label (1 = ID). One plain ``np.sort`` of the tagged int64 keys orders the
+  values, keeps equal values adjacent and brings the labels along; a new value starts
+  where two neighbouring keys differ in more than the tag bit. ``np.argsort`` would do the
+  same job several times slower.
+* **Sort and merge** (float64, wider integers, or any input holding ±inf): each side's
+  keys (the values themselves for integers) are sorted on their own; a stable argsort of
+  the two sorted runs then merges them in linear time (timsort), or, for a tally, the
+  unique keys and counts of each side are merged on the union of keys. Mixed sides follow
+  NumPy's promotion (int64 against float64 compares in float64).
 """
 
 from __future__ import annotations
@@ -38,21 +46,97 @@ __all__ = [
     "IntArray",
     "Positions",
     "Tally",
+    "exact_astype",
+    "order_keys",
     "positions",
     "sorted_tagged",
     "taggable",
     "tally",
+    "values_of_keys",
 ]
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.integer[Any]]]
 
-# Dtypes whose every value is exact in float32, hence has 29 free low bits in float64.
+# Dtypes whose every value is exact in float32, so that a 32-bit key plus a tag fits int64.
 _TAGGABLE = frozenset(
     np.dtype(t) for t in (np.float16, np.float32, np.int8, np.uint8, np.int16, np.uint16)
 )
 # Index of the least significant byte of a uint64 in memory.
 _LOW_BYTE = 0 if sys.byteorder == "little" else 7
+# Signed and unsigned integers of each float width, in bytes.
+_SIGNED: dict[int, np.dtype[Any]] = {
+    2: np.dtype(np.int16),
+    4: np.dtype(np.int32),
+    8: np.dtype(np.int64),
+}
+_UNSIGNED: dict[int, np.dtype[Any]] = {
+    2: np.dtype(np.uint16),
+    4: np.dtype(np.uint32),
+    8: np.dtype(np.uint64),
+}
+
+
+def order_keys(values: np.ndarray[Any, Any]) -> IntArray:
+    """Signed integer keys of floats, in their order, ``-0.0`` and ``+0.0`` both 0.
+
+    Integer operations only, so subnormal numbers keep their place whatever the CPU's
+    flush-to-zero mode. The keys have the width of the floats (float32: int32).
+
+    Examples:
+        >>> import numpy as np
+        >>> from oodscore.metrics._ranking import order_keys
+        >>> order_keys(np.array([-1.0, -0.0, 0.0, 5e-324, 1.0])).tolist()
+        [-4607182418800017408, 0, 0, 1, 4607182418800017408]
+    """
+    signed = _SIGNED[values.dtype.itemsize]
+    bits = values.view(signed)
+    sign = bits >> (8 * signed.itemsize - 1)  # -1 for negative numbers, 0 otherwise
+    keys: IntArray = bits & np.iinfo(signed).max  # the magnitude
+    keys ^= sign
+    keys -= sign  # negated where the number is negative
+    return keys
+
+
+def values_of_keys(keys: IntArray, dtype: np.dtype[Any] | type) -> np.ndarray[Any, Any]:
+    """The floats of `order_keys` (key 0 gives ``+0.0``), of the keys' width."""
+    sign = keys >> (8 * keys.dtype.itemsize - 1)
+    bits = keys ^ sign
+    bits -= sign  # the magnitude
+    bits |= sign & np.iinfo(keys.dtype).min  # the sign bit of negative numbers
+    return bits.view(dtype)
+
+
+def exact_astype(values: np.ndarray[Any, Any], dtype: np.dtype[Any] | type) -> np.ndarray[Any, Any]:
+    """``values`` as the float ``dtype`` (as wide or wider, for floats), whatever the CPU mode.
+
+    A CPU in flush-to-zero mode turns a float32 subnormal into 0 when widening it to
+    float64; this builds the wider bits with integer operations instead (the subnormals,
+    normal numbers in the wider format, are scaled by an exact power of two). Integers are
+    converted by NumPy's rule (rounding to nearest beyond the float's precision).
+    """
+    target = np.dtype(dtype)
+    if values.dtype == target:
+        return values
+    if values.dtype.kind != "f":
+        return values.astype(target)
+    src, dst = np.finfo(values.dtype), np.finfo(target)
+    src_bias, dst_bias = src.maxexp - 1, dst.maxexp - 1
+    bits = values.view(_UNSIGNED[values.dtype.itemsize]).astype(np.uint64)
+    biased = (bits >> src.nmant) & ((1 << src.nexp) - 1)
+    mantissa = bits & ((1 << src.nmant) - 1)
+    out = (biased + (dst_bias - src_bias)) << dst.nmant
+    out |= mantissa << (dst.nmant - src.nmant)
+    top = biased == (1 << src.nexp) - 1  # ±inf (NaN keeps its payload)
+    if top.any():
+        out[top] = (((1 << dst.nexp) - 1) << dst.nmant) | (mantissa[top] << (dst.nmant - src.nmant))
+    low = biased == 0  # zeros and subnormals: m * 2**(1 - bias - nmant), normal when m > 0
+    if low.any():
+        scaled = mantissa[low].astype(np.float64) * 2.0 ** (1 - src_bias - src.nmant)
+        out[low] = scaled.astype(target).view(_UNSIGNED[target.itemsize])
+    out |= (bits >> (8 * values.dtype.itemsize - 1)) << (8 * target.itemsize - 1)
+    widened: np.ndarray[Any, Any] = out.astype(_UNSIGNED[target.itemsize]).view(target)
+    return widened
 
 
 @dataclass(frozen=True)
@@ -103,17 +187,34 @@ def tally(
 
 def sorted_tagged(
     id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]
-) -> tuple[FloatArray, np.ndarray[Any, np.dtype[np.uint64]], np.ndarray[Any, np.dtype[np.uint8]]]:
-    """The tagged float64 keys sorted, their bits, and the 0/1 ID flag of each position."""
+) -> tuple[IntArray, np.ndarray[Any, np.dtype[np.uint64]], np.ndarray[Any, np.dtype[np.uint8]]]:
+    """The tagged int64 keys sorted, their bits, and the 0/1 ID flag of each position.
+
+    A key is twice the float32 `order_keys` of a score, plus 1 for an ID score.
+    """
     n_id = id_scores.shape[0]
-    keys = np.empty(n_id + ood_scores.shape[0], dtype=np.float64)
-    # Adding 0.0 widens to float64 and turns -0.0 into +0.0 in the same pass.
-    np.add(id_scores, 0.0, out=keys[:n_id], dtype=np.float64)
-    np.add(ood_scores, 0.0, out=keys[n_id:], dtype=np.float64)
-    bits = keys.view(np.uint64)
-    bits[:n_id] |= np.uint64(1)
+    keys = np.empty(n_id + ood_scores.shape[0], dtype=np.int64)
+    keys[:n_id] = order_keys(exact_astype(id_scores, np.float32))
+    keys[n_id:] = order_keys(exact_astype(ood_scores, np.float32))
+    keys <<= 1
+    keys[:n_id] |= 1
     keys.sort()
+    bits = keys.view(np.uint64)
     return keys, bits, bits.view(np.uint8)[_LOW_BYTE::8] & np.uint8(1)
+
+
+def _sort_keys(scores: np.ndarray[Any, Any], common: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """What the sort-and-merge path sorts: `order_keys` of floats, integers as they are."""
+    if common.kind == "f":
+        return order_keys(exact_astype(scores, common))
+    return scores.astype(common)
+
+
+def _values(keys: np.ndarray[Any, Any], common: np.dtype[Any]) -> FloatArray:
+    """The float64 values of sorted keys of `_sort_keys`."""
+    if common.kind == "f":
+        return exact_astype(values_of_keys(keys, common), np.float64)
+    return keys.astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -147,12 +248,14 @@ def positions(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any])
         # same[j]: position j + 1 holds the value of j (the keys differ at most in the tag).
         same = np.bitwise_xor(bits[1:], bits[:-1]) <= 1
         return _positions(flags.view(np.bool_), same, n_id)
-    # Sort each side in its own dtype, then merge: a stable argsort of two sorted runs is
-    # a linear merge (timsort).
+    # Sort each side's keys, then merge: a stable argsort of two sorted runs is a linear
+    # merge (timsort).
     common = np.result_type(id_scores.dtype, ood_scores.dtype)
-    both = np.concatenate(
-        (np.sort(id_scores.astype(common, copy=False)), np.sort(ood_scores.astype(common)))
-    )
+    id_keys, ood_keys = _sort_keys(id_scores, common), _sort_keys(ood_scores, common)
+    id_keys.sort()
+    ood_keys.sort()
+    both = np.concatenate((id_keys, ood_keys))
+    del id_keys, ood_keys
     order = np.argsort(both, kind="stable")
     is_id = order < n_id
     both = both[order]
@@ -199,23 +302,26 @@ def _tally_tagged(
         id_counts: IntArray = is_id
         ood_counts: IntArray = np.uint8(1) - is_id
         if with_values:
-            bits &= ~np.uint64(1)
-            values = keys
+            values = _tagged_values(keys)
         return Tally(id_counts, ood_counts, n_id, n_ood, values)
     ends = np.append(ends, n - 1)
     cumulative_id = np.cumsum(is_id, dtype=np.int64)[ends]
     id_counts = np.diff(cumulative_id, prepend=np.int64(0))
     ood_counts = np.diff(ends, prepend=np.int64(-1)) - id_counts
     if with_values:
-        bits &= ~np.uint64(1)
-        values = keys[ends]
+        values = _tagged_values(keys[ends])
     return Tally(id_counts, ood_counts, n_id, n_ood, values)
+
+
+def _tagged_values(keys: IntArray) -> FloatArray:
+    """The float64 values of tagged keys."""
+    return exact_astype(values_of_keys((keys >> 1).astype(np.int32), np.float32), np.float64)
 
 
 def _unique_counts(
     sorted_scores: np.ndarray[Any, Any],
 ) -> tuple[np.ndarray[Any, Any], IntArray]:
-    """Unique values of a sorted array and their counts (equal by ``==``: -0.0 == 0.0)."""
+    """Unique values of a sorted array of keys or integers, and their counts."""
     starts = np.flatnonzero(np.concatenate(([True], sorted_scores[1:] != sorted_scores[:-1])))
     counts = np.diff(np.append(starts, sorted_scores.shape[0]))
     return sorted_scores[starts], counts
@@ -223,8 +329,12 @@ def _unique_counts(
 
 def _tally_merged(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> Tally:
     common = np.result_type(id_scores.dtype, ood_scores.dtype)
-    id_values, id_counts_own = _unique_counts(np.sort(id_scores.astype(common, copy=False)))
-    ood_values, ood_counts_own = _unique_counts(np.sort(ood_scores.astype(common, copy=False)))
+    id_keys, ood_keys = _sort_keys(id_scores, common), _sort_keys(ood_scores, common)
+    id_keys.sort()
+    ood_keys.sort()
+    id_values, id_counts_own = _unique_counts(id_keys)
+    ood_values, ood_counts_own = _unique_counts(ood_keys)
+    del id_keys, ood_keys
     # Both lists are sorted: a stable sort of their concatenation is a linear merge.
     merged = np.sort(np.concatenate((id_values, ood_values)), kind="stable")
     values, _ = _unique_counts(merged)
@@ -237,5 +347,5 @@ def _tally_merged(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, A
         ood_counts,
         id_scores.shape[0],
         ood_scores.shape[0],
-        values.astype(np.float64),
+        _values(values, common),
     )

@@ -7,22 +7,41 @@ longer fit in ``num_bins`` bins, $e$ grows and pairs of neighbouring bins merge 
 because bins of width $2^{e+1}$ are unions of bins of width $2^e$ on the same grid. ±inf
 scores get a bin of their own at each end. The counts come out as a `Tally`, one group per
 non-empty bin, so the binned metrics are those of `oodscore.metrics._cumulative`.
+
+The grid is computed exactly, whatever the scores and the CPU's mode. A score is read as
+$m \cdot 2^q$ with integers $m$, $q$ (floats from their bits, integers as they are, so
+int64 scores beyond $2^{53}$ are not rounded); the exponent, the window and a score's bin
+$\lfloor m \cdot 2^{q-e} \rfloor$ are integer arithmetic (bins may be narrower than the
+float spacing: $e$ can go below $-1074$). Floats take a faster float path, exact for
+normal numbers, and only subnormal scores and results (which a CPU in flush-to-zero mode
+turns into 0) go the integer way. Hence:
+
+* a batch of equal scores (a degenerate span) falls into one bin: its ID and OOD scores
+  tie, as in the exact metrics;
+* scores that differ, even by one subnormal step, get bins of their own as long as they
+  span fewer than ``num_bins - 2`` bins of the finest width needed: a span of one
+  subnormal (``[0, 5e-324]``) gives the exact metrics;
+* integer scores spanning fewer than ``num_bins - 2`` units are binned one value per bin.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from oodscore._distributed import all_reduce, is_distributed
-from oodscore.metrics._ranking import Tally
+from oodscore.metrics._ranking import Tally, exact_astype, order_keys, values_of_keys
 
 __all__ = ["Histogram"]
 
-_MANTISSA = 52  # float64 holds every integer grid index below 2**53 exactly
+# Grid indices stay below 2**(bits + 1) in magnitude: exact in float64 (the float path
+# computes them in float), in int64 for integer scores.
+_INDEX_BITS = {"f": 52, "i": 62, "u": 62}
+
+Exact = tuple[int, int]
+"""A number ``m * 2**q`` as the integers ``(m, q)``."""
 
 
 class Histogram:
@@ -83,38 +102,39 @@ class Histogram:
             levels += 1
         return levels
 
-    def _min_exponent(self, values: np.ndarray[Any, Any]) -> int:
+    def _min_exponent(self, lo: Exact, hi: Exact, kind: str) -> int:
         """Smallest exponent that keeps the batch's grid indices exact and in range."""
-        lo, hi = float(values.min()), float(values.max())
-        magnitude = max(abs(lo), abs(hi))
         exponent = -1074
-        if magnitude > 0:
-            exponent = math.frexp(magnitude)[1] - _MANTISSA
-        if hi > lo:
+        if lo[0] or hi[0]:  # not all zero
+            exponent = max(_bit_length(lo), _bit_length(hi)) - _INDEX_BITS[kind]
+        if _compare(lo, hi) < 0:
             exponent = max(exponent, _span_exponent(lo, hi, self.num_bins))
         return exponent
 
     def add(self, values: np.ndarray[Any, Any], is_ood: np.ndarray[Any, Any]) -> None:
-        """Count finite float64 ``values`` (label True = OOD) and ±inf separately."""
-        infinite = np.isinf(values)
-        if infinite.any():
-            for row, mask in ((0, ~is_ood), (1, is_ood)):
-                self.infinite[row, 0] += np.count_nonzero(infinite & mask & (values < 0))
-                self.infinite[row, 1] += np.count_nonzero(infinite & mask & (values > 0))
-            values, is_ood = values[~infinite], is_ood[~infinite]
+        """Count real ``values`` of any float or integer dtype (label True = OOD), ±inf apart."""
+        if values.dtype.kind == "f":
+            infinite = np.isinf(values)
+            if infinite.any():
+                for row, mask in ((0, ~is_ood), (1, is_ood)):
+                    self.infinite[row, 0] += np.count_nonzero(infinite & mask & (values < 0))
+                    self.infinite[row, 1] += np.count_nonzero(infinite & mask & (values > 0))
+                values, is_ood = values[~infinite], is_ood[~infinite]
         if values.shape[0] == 0:
             return
         self.make_room(values)
         assert self.exponent is not None
-        index = np.floor(np.ldexp(values, -self.exponent)).astype(np.int64) - self.start
+        index = _grid_indices(values, self.exponent)
+        index -= self.start
         for row, mask in ((0, ~is_ood), (1, is_ood)):
             self.counts[row] += np.bincount(index[mask], minlength=self.num_bins)
 
     def make_room(self, values: np.ndarray[Any, Any]) -> None:
-        """Grow the grid so that the finite float64 ``values`` (at least one) fit, exactly."""
-        self.ensure(self._min_exponent(values), float(values.min()), float(values.max()))
+        """Grow the grid so that the finite ``values`` (at least one) fit, exactly."""
+        lo, hi = _extremes(values)
+        self.ensure(self._min_exponent(lo, hi, values.dtype.kind), lo, hi)
 
-    def ensure(self, exponent: int, lo: float, hi: float) -> None:
+    def ensure(self, exponent: int, lo: Exact, hi: Exact) -> None:
         """Grow the exponent to at least ``exponent`` and the window to cover ``[lo, hi]``."""
         if self.exponent is None:
             self.exponent = exponent
@@ -122,8 +142,8 @@ class Histogram:
         else:
             self.coarsen(exponent - self.exponent)
         while True:
-            low = math.floor(math.ldexp(lo, -self.exponent))
-            high = math.floor(math.ldexp(hi, -self.exponent))
+            low = _floor_shift(lo, self.exponent)
+            high = _floor_shift(hi, self.exponent)
             if self.high >= self.low:
                 low, high = min(low, self.low), max(high, self.high)
             levels = self._levels_to_fit(low, high)
@@ -188,7 +208,104 @@ class Histogram:
         self.counts, self.start = moved, start
 
 
-def _span_exponent(low: float, high: float, num_bins: int) -> int:
-    """Smallest e with (high - low) / 2**e <= num_bins - 2: at most num_bins grid indices."""
-    half_span = high / 2 - low / 2  # halves first: high - low may overflow
-    return math.ceil(math.log2(half_span) + 1 - math.log2(num_bins - 2))
+def _span_exponent(low: Exact, high: Exact, num_bins: int) -> int:
+    """Smallest e with (high - low) / 2**e <= num_bins - 2: at most num_bins grid indices.
+
+    Exact (Python integers), for any span down to one subnormal step.
+    """
+    base = min(low[1], high[1])
+    span = (high[0] << (high[1] - base)) - (low[0] << (low[1] - base))  # times 2**base
+    limit = num_bins - 2
+
+    def fits(shift: int) -> bool:  # span / 2**shift <= limit
+        return span <= limit << shift if shift >= 0 else span << -shift <= limit
+
+    shift = span.bit_length() - limit.bit_length()
+    while fits(shift - 1):
+        shift -= 1
+    while not fits(shift):
+        shift += 1
+    return base + shift
+
+
+def _bit_length(x: Exact) -> int:
+    """The exponent of ``frexp``: the least ``b`` with ``|x| < 2**b`` (-inf-like for 0)."""
+    return abs(x[0]).bit_length() + x[1] if x[0] else -(2**62)
+
+
+def _compare(a: Exact, b: Exact) -> int:
+    """-1, 0 or 1 as ``a`` is below, equal to or above ``b``."""
+    base = min(a[1], b[1])
+    left, right = a[0] << (a[1] - base), b[0] << (b[1] - base)
+    return (left > right) - (left < right)
+
+
+def _floor_shift(x: Exact, exponent: int) -> int:
+    """``floor(x / 2**exponent)``: the grid index of ``x`` (``>>`` rounds down)."""
+    shift = x[1] - exponent
+    return x[0] << shift if shift >= 0 else x[0] >> -shift
+
+
+def _parts(values: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, np.dtype[np.int64]], Any]:
+    """``values`` (finite) as ``m * 2**q``: int64 ``m`` and ``q`` (an array or an int).
+
+    Floats from their bits; integers as they are, except uint64 beyond int64, halved
+    (their lowest bit never matters: such a magnitude needs bins of width 4 or more).
+    """
+    kind = values.dtype.kind
+    if kind in "iu":
+        if values.dtype == np.uint64 and int(values.max()) >= 2**63:
+            return (values >> np.uint64(1)).astype(np.int64), 1
+        return values.astype(np.int64), 0
+    info = np.finfo(values.dtype)
+    bits = values.view(f"i{values.dtype.itemsize}").astype(np.int64)  # sign-extended
+    biased = (bits >> info.nmant) & ((1 << info.nexp) - 1)
+    mantissa = bits & ((1 << info.nmant) - 1)
+    mantissa |= (biased != 0).astype(np.int64) << info.nmant  # the implicit bit
+    exponent = np.maximum(biased, 1) - (info.maxexp - 1 + info.nmant)
+    sign = bits >> 63
+    mantissa ^= sign
+    mantissa -= sign
+    return mantissa, exponent
+
+
+def _shift_floor(mantissa: np.ndarray[Any, Any], shift: Any) -> np.ndarray[Any, Any]:
+    """``floor(mantissa * 2**shift)`` in int64 (``shift`` an int or an array)."""
+    up = np.clip(shift, 0, 63)
+    down = np.clip(-shift, 0, 63)  # beyond 63 every index is 0 or -1, as at 63
+    index: np.ndarray[Any, Any] = (mantissa << up) >> down
+    return index
+
+
+def _grid_indices(values: np.ndarray[Any, Any], exponent: int) -> np.ndarray[Any, Any]:
+    """``floor(values / 2**exponent)`` as int64, exactly, for finite values of any dtype."""
+    if values.dtype.kind in "iu":
+        mantissa, q = _parts(values)
+        return _shift_floor(mantissa, q - exponent)
+    if values.dtype.itemsize < 4:  # float16 indices could overflow float16
+        values = exact_astype(values, np.float32)
+    index: np.ndarray[Any, Any] = np.floor(np.ldexp(values, -exponent)).astype(np.int64)
+    # Exact for normal inputs and results; redo the subnormal ones (inputs or results
+    # below the smallest normal number, 0 excluded) with integers.
+    info = np.finfo(values.dtype)
+    unsigned = np.dtype(f"u{values.dtype.itemsize}")
+    magnitude = values.view(unsigned) & np.iinfo(unsigned).max >> 1
+    least = info.minexp + max(exponent, 0)  # log2 of the smallest safe magnitude
+    if least >= info.maxexp:
+        risky = magnitude != 0
+    else:
+        risky = (magnitude != 0) & (magnitude < (least + info.maxexp - 1) << info.nmant)
+    if risky.any():
+        mantissa, q = _parts(values[risky])
+        index[risky] = _shift_floor(mantissa, q - exponent)
+    return index
+
+
+def _extremes(values: np.ndarray[Any, Any]) -> tuple[Exact, Exact]:
+    """The smallest and largest of finite ``values``, exactly (floats by order keys)."""
+    if values.dtype.kind in "iu":
+        return (int(values.min()), 0), (int(values.max()), 0)
+    keys = order_keys(values)
+    ends = values_of_keys(np.array([keys.min(), keys.max()], dtype=keys.dtype), values.dtype)
+    mantissa, q = _parts(ends)
+    return (int(mantissa[0]), int(q[0])), (int(mantissa[1]), int(q[1]))

@@ -3,8 +3,10 @@ r"""Streaming OOD metrics over batches, on one process or under ``torch.distribu
 `OODMetrics` accumulates scores batch by batch and computes the dictionary of
 `oodscore.metrics.ood_metrics` at the end, in one of two modes:
 
-* ``"exact"`` keeps every score on the CPU in its own dtype (float16/32/64) and returns
-  exactly the numbers of `oodscore.metrics.ood_metrics` on all scores seen.
+* ``"exact"`` keeps every score on the CPU in its own dtype (float16/32/64; integers as
+  int64, or uint64) and returns exactly the numbers of `oodscore.metrics.ood_metrics` on
+  all scores seen. Batches of several dtypes combine by NumPy's promotion, as
+  ``np.concatenate`` would: integers with floats compare in float64, int64 with uint64 too.
 * ``"binned"`` keeps two histograms (ID and OOD) of ``num_bins`` bins, fixed memory
   whatever the number of scores, and computes the metrics of the binned scores, with
   guaranteed error bounds (`OODMetrics.error_bounds`). The grid of bins is described in
@@ -31,7 +33,7 @@ from oodscore.metrics._cumulative import (
 )
 from oodscore.metrics._inputs import as_labels, as_scores
 from oodscore.metrics._kernels import auroc_tie_weight, pairs
-from oodscore.metrics._ranking import Tally
+from oodscore.metrics._ranking import Tally, exact_astype, order_keys
 from oodscore.metrics.functional import check_tpr, fpr_key, metrics_dict, ood_metrics
 from oodscore.metrics.histogram import Histogram
 
@@ -39,7 +41,20 @@ __all__ = ["Mode", "OODMetrics"]
 
 Mode = Literal["exact", "binned"]
 
-_STORED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_STORED_DTYPES = (
+    np.dtype(np.float16),
+    np.dtype(np.float32),
+    np.dtype(np.float64),
+    np.dtype(np.int64),
+    np.dtype(np.uint64),
+)
+
+
+def _stored(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Scores in the dtype exact mode keeps: floats as they are, integers as (u)int64."""
+    if values.dtype in _STORED_DTYPES:
+        return values
+    return values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
 
 
 class OODMetrics:
@@ -132,24 +147,29 @@ class OODMetrics:
         if values.shape[0] == 0:
             return
         if self.mode == "exact":
-            if values.dtype not in _STORED_DTYPES:
-                values = values.astype(np.float64)
+            values = _stored(values)
             self._parts[0].append(values[~labels])
             self._parts[1].append(values[labels])
         else:
-            self._histogram.add(values.astype(np.float64, copy=False), labels)
+            self._histogram.add(values, labels)
 
     def _exact_sides(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        present = {p.dtype for parts in self._parts for p in parts}
+        if is_distributed():  # the dtypes held on any rank
+            held = torch.tensor([dtype in present for dtype in _STORED_DTYPES], dtype=torch.int64)
+            held = all_reduce(held, "max")
+            present = {d for d, h in zip(_STORED_DTYPES, held.tolist(), strict=True) if h}
+        common = np.result_type(*present) if present else np.dtype(np.float16)
         sides = []
-        dtypes = [p.dtype for parts in self._parts for p in parts]
-        local = np.result_type(*dtypes) if dtypes else np.dtype(np.float16)
-        if is_distributed():
-            code = torch.tensor([_STORED_DTYPES.index(np.dtype(local))])
-            local = _STORED_DTYPES[int(all_reduce(code, "max"))]
         for parts in self._parts:
-            side = np.concatenate(parts).astype(local) if parts else np.empty(0, local)
-            if is_distributed():
-                side = gather_cat(torch.from_numpy(side)).numpy()
+            side = (
+                np.concatenate([exact_astype(p, common) for p in parts])
+                if parts
+                else np.empty(0, common)
+            )
+            if is_distributed():  # uint64 travels as int64, bit for bit
+                wire = side.view(np.int64) if common == np.uint64 else side
+                side = gather_cat(torch.from_numpy(wire)).numpy().view(common)
             sides.append(side)
         return sides[0], sides[1]
 
@@ -210,9 +230,11 @@ def _check_range(score_range: object) -> tuple[float, float] | None:
             and isinstance(high, Real)
             and math.isfinite(float(low))
             and math.isfinite(float(high))
-            and float(low) < float(high)
         ):
-            return (float(low), float(high))
+            # Compared by order keys: a subnormal bound stays above 0 in flush-to-zero mode.
+            keys = order_keys(np.array([float(low), float(high)]))
+            if keys[0] < keys[1]:
+                return (float(low), float(high))
     raise ValueError(
         f"Expected `score_range` to be a pair (low, high) of finite numbers with low < high, "
         f"got {score_range!r}."

@@ -1,49 +1,34 @@
 r"""Spectral normalization of a whole model: choose the layers, register, report, remove.
 
 `spectral_normalize` registers `SpectralNormWrapper` (and, on request, `BatchNormBound`) on
-the chosen layers; `spectral_norms` reports the estimated $\sigma$ of each;
-`remove_spectral_normalization` gives the plain model back; `load_unnormalized_state_dict`
-loads plain weights into a normalized model.
+the layers `oodscore.nn._spectral_layers` chooses; `spectral_norms` reports the estimated
+$\sigma$ of each; `remove_spectral_normalization` gives the plain model back;
+`load_unnormalized_state_dict` loads plain weights (or a checkpoint of torch's legacy
+``spectral_norm``) into a normalized model.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Union, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvTransposeNd
-from torch.nn.utils import parametrizations, parametrize
+from torch.nn.utils import parametrize
 
 from oodscore.nn._modules import eval_mode, original_weight, output_head, weight_parametrizations
+from oodscore.nn._spectral_layers import (
+    DEFAULT_TYPES,
+    Selector,
+    affine_batch_norms,
+    as_selectors,
+    chosen_layers,
+)
 from oodscore.nn.spectral_batchnorm import BatchNormBound, bound_batch_norm
+from oodscore.nn.spectral_legacy import has_legacy_keys
 from oodscore.nn.spectral_norm import Mode, SpectralNormWrapper, check_settings
-
-Selector = Union[type[nn.Module], str, Callable[[str, nn.Module], bool]]  # noqa: UP007
-"""A layer type (``isinstance``), a name pattern (`fnmatch` on the qualified name, e.g.
-``"layer1.*"``) or a predicate ``(name, module) -> bool``."""
-
-_DEFAULT_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
-
-# torch's own parametrization class is private, so it is looked up by attribute rather than
-# imported, and matched with isinstance (a subclass counts, a look-alike name does not). If a
-# future torch renames it, the tuple is empty and only our wrapper is recognised; the test that
-# normalizes a model already carrying torch's spectral_norm then fails and says so.
-_TORCH_SPECTRAL_NORM: tuple[type, ...] = tuple(
-    cls for cls in (getattr(parametrizations, "_SpectralNorm", None),) if isinstance(cls, type)
-)
-_SPECTRAL_NORMS = (SpectralNormWrapper, *_TORCH_SPECTRAL_NORM)
 
 
 def spectral_normalize(
@@ -58,7 +43,8 @@ def spectral_normalize(
     batch_norm: bool = False,
     example_input: Any = None,
     eps: float = 1e-12,
-    warmup_iterations: int = 15,
+    warmup_iterations: int | None = None,
+    legacy: bool = False,
 ) -> nn.Module:
     r"""Register `SpectralNormWrapper` on the weights of a model's layers, in place.
 
@@ -70,8 +56,10 @@ def spectral_normalize(
     those matched by ``exclude``, minus the **output head** (the last ``nn.Linear`` in module
     order, see `output_head`) unless ``normalize_head=True``. A classifier whose head is
     something else (a 1×1 convolution, say) should name it in ``exclude``.
-    SNoJoE is ``spectral_normalize(model, include=nn.Conv2d)`` (the same outputs as torch's
-    ``spectral_norm`` on the same layers from the same random state); DUE is
+    SNoJoE is ``spectral_normalize(model, include=nn.Conv2d, legacy=True)`` (the same
+    buffers, weights and outputs, step for step, as the legacy ``torch.nn.utils.spectral_norm``
+    its code calls, on the same layers from the same random state); without ``legacy`` the
+    outputs are those of ``torch.nn.utils.parametrizations.spectral_norm``. DUE is
     ``spectral_normalize(model, coeff=3.0, mode="operator", batch_norm=True)``.
 
     Args:
@@ -92,15 +80,21 @@ def spectral_normalize(
             without gradients; train/eval flags are restored) so that every wrapper knows
             its input shape now. Without it, the first forward does that.
         eps: Added to norms in the power iteration.
-        warmup_iterations: Power iterations when ``u`` and ``v`` are created.
+        warmup_iterations: Power iterations when ``u`` and ``v`` are created; ``None``: 15
+            (torch's parametrization), or 0 with ``legacy=True``.
+        legacy: Follow the legacy hook-based ``torch.nn.utils.spectral_norm`` step for step
+            (no warm-up, $v$ updated before $u$); hard normalization in reshape mode only.
+            Either way, in reshape mode, the model loads state dicts with that function's
+            keys (``weight_orig``, ``weight_u``, ``weight_v``).
 
     Returns:
         ``model`` itself.
 
     Raises:
-        ValueError: On a bad hyper-parameter, no matching layer, or a chosen layer that
-            already has spectral normalization (ours or torch's): call
-            `remove_spectral_normalization` first.
+        ValueError: On a bad hyper-parameter (``legacy=True`` with a ``coeff`` or in operator
+            mode), no matching layer, or a chosen layer that already has spectral
+            normalization (ours, torch's parametrization or torch's legacy hook): remove it
+            first.
         TypeError: On a selector that is neither a type, a string nor a callable.
 
     Examples:
@@ -118,20 +112,21 @@ def spectral_normalize(
     Source: Mei et al. (2025, SNoJoE) and van Amersfoort et al. (2021, DUE); see
     docs/spectral_norm.md.
     """
-    coeff, n_power_iterations, mode, eps, warmup_iterations = check_settings(
+    coeff, n_power_iterations, mode, eps, warmup_iterations, legacy = check_settings(
         coeff=coeff,
         n_power_iterations=n_power_iterations,
         mode=mode,
         eps=eps,
         warmup_iterations=warmup_iterations,
+        legacy=legacy,
     )
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}.")
-    included = _as_selectors(include, "include") or list(_DEFAULT_TYPES)
-    excluded = _as_selectors(exclude, "exclude")
+    included = as_selectors(include, "include") or list(DEFAULT_TYPES)
+    excluded = as_selectors(exclude, "exclude")
     head = None if normalize_head else output_head(model)
-    chosen = _chosen_layers(model, included, excluded, head, mode)
-    batch_norms = _batch_norms(model) if batch_norm else []
+    chosen = chosen_layers(model, included, excluded, head, mode)
+    batch_norms = affine_batch_norms(model) if batch_norm else []
     if not chosen and not batch_norms:
         head_note = f" (the output head {head!r} is excluded)" if head is not None else ""
         raise ValueError(
@@ -148,8 +143,10 @@ def spectral_normalize(
             eps=eps,
             warmup_iterations=warmup_iterations,
             layer=module if mode == "operator" else None,
+            legacy=legacy,
         )
         parametrize.register_parametrization(module, "weight", wrapper)
+        wrapper._watch_legacy_keys(module)
     for batch_norm_layer in batch_norms:
         bound_batch_norm(batch_norm_layer, coeff=1.0 if coeff is None else coeff)
     if example_input is not None:
@@ -159,95 +156,6 @@ def spectral_normalize(
             else:
                 model(example_input)
     return model
-
-
-def _chosen_layers(
-    model: nn.Module,
-    included: list[Selector],
-    excluded: list[Selector],
-    head: str | None,
-    mode: Mode,
-) -> list[nn.Module]:
-    """The layers to normalize, checked: none lazy, already normalized or non-finite."""
-    chosen = []
-    for name, module in model.named_modules():
-        if isinstance(module, (SpectralNormWrapper, parametrize.ParametrizationList)):
-            continue
-        if not _matches(included, name, module) or _matches(excluded, name, module):
-            continue
-        if name == head:
-            continue
-        parametrized = parametrize.is_parametrized(module, "weight")
-        # Read the stored weight: computing a parametrized one could run a power iteration.
-        weight = original_weight(module) if parametrized else getattr(module, "weight", None)
-        if isinstance(weight, nn.parameter.UninitializedParameter):
-            raise ValueError(
-                f"Layer {name!r} ({type(module).__name__}) is lazy and has no weight yet: "
-                "run one forward pass before spectral_normalize."
-            )
-        if not isinstance(weight, Tensor) or weight.ndim < 2:
-            continue
-        if parametrized and any(
-            isinstance(p, _SPECTRAL_NORMS) for p in weight_parametrizations(module)
-        ):
-            raise ValueError(
-                f"Layer {name!r} ({type(module).__name__}) is already spectrally normalized; "
-                "call remove_spectral_normalization(model) first to change the settings."
-            )
-        if parametrized and mode == "operator":
-            raise ValueError(
-                f"Layer {name!r} already has a parametrization of its weight; operator mode "
-                "needs to be the only one."
-            )
-        if not bool(torch.isfinite(weight).all()):
-            raise ValueError(
-                f"Expected the weight of layer {name!r} ({type(module).__name__}) to be "
-                "finite, but it contains NaN or ±inf."
-            )
-        chosen.append(module)
-    return chosen
-
-
-def _as_selectors(value: Selector | Sequence[Selector] | None, name: str) -> list[Selector]:
-    if value is None:
-        return []
-    items: list[Any] = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-    for item in items:
-        if not (isinstance(item, (type, str)) or callable(item)):
-            raise TypeError(
-                f"Expected `{name}` to hold layer types, name patterns or predicates "
-                f"(name, module) -> bool, got {item!r}."
-            )
-    return items
-
-
-def _matches(selectors: Iterable[Selector], name: str, module: nn.Module) -> bool:
-    for selector in selectors:
-        if isinstance(selector, type):
-            if isinstance(module, selector):
-                return True
-        elif isinstance(selector, str):
-            if fnmatch.fnmatchcase(name, selector):
-                return True
-        elif selector(name, module):
-            return True
-    return False
-
-
-def _batch_norms(model: nn.Module) -> list[_BatchNorm]:
-    found = []
-    for name, module in model.named_modules():
-        is_batch_norm = isinstance(module, _BatchNorm)
-        if is_batch_norm and module.affine and module.running_var is not None:
-            if parametrize.is_parametrized(module, "weight") and any(
-                isinstance(p, BatchNormBound) for p in weight_parametrizations(module)
-            ):
-                raise ValueError(
-                    f"Batch norm {name!r} is already bounded; call "
-                    "remove_spectral_normalization(model) first."
-                )
-            found.append(module)
-    return found
 
 
 def _wrappers(
@@ -304,8 +212,9 @@ def remove_spectral_normalization(model: nn.Module) -> nn.Module:
             wrapper.attach(module)
         with eval_mode(wrapper):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-        if wrapper._hook is not None:
-            wrapper._hook.remove()
+        for handle in (wrapper._hook, getattr(wrapper, "_load_hook", None)):  # BatchNormBound: one
+            if handle is not None:
+                handle.remove()
     return model
 
 
@@ -353,7 +262,9 @@ def load_unnormalized_state_dict(
     wrapper runs its ``warmup_iterations`` again from the current ``u``, ``v``, so $\sigma$
     is re-estimated for the loaded weights. With hard normalization the model then computes
     with $W/\sigma$, not with the pretrained $W$ (with a soft bound they agree where
-    $\sigma \le c$).
+    $\sigma \le c$). A layer saved by the legacy ``torch.nn.utils.spectral_norm`` (keys
+    ``weight_orig``, ``weight_u``, ``weight_v``, as in SNoJoE's checkpoints) loads too, with
+    its ``u``, ``v`` as saved and no warm-up, so the model computes what the saved one did.
 
     Args:
         model: A model given to `spectral_normalize`.
@@ -377,9 +288,12 @@ def load_unnormalized_state_dict(
     found = list(_wrappers(model))
     renamed = dict(state_dict)
     buffer_keys = set()
+    saved_u_v = set()  # wrappers whose u, v the state dict holds (the legacy function's keys)
     for name, _, wrapper in found:
         prefix = f"{name}." if name else ""
-        if prefix + "weight" in renamed:
+        if has_legacy_keys(renamed, prefix):
+            saved_u_v.add(id(wrapper))  # the layer's load pre-hook renames them
+        elif prefix + "weight" in renamed:
             renamed[prefix + "parametrizations.weight.original"] = renamed.pop(prefix + "weight")
         for buffer_name, _ in wrapper.named_buffers():
             buffer_keys.add(f"{prefix}parametrizations.weight.0.{buffer_name}")
@@ -391,6 +305,8 @@ def load_unnormalized_state_dict(
             f"keys {result.unexpected_keys}."
         )
     for _, module, wrapper in found:
+        if id(wrapper) in saved_u_v:
+            continue
         if isinstance(wrapper, SpectralNormWrapper) and wrapper.is_initialized:
             wrapper._power_method(original_weight(module), wrapper.warmup_iterations)
     return nn.modules.module._IncompatibleKeys(missing, result.unexpected_keys)

@@ -1,7 +1,8 @@
 r"""`SpectralNormWrapper`: spectral normalization of one weight, hard or soft.
 
 A ``torch.nn.utils.parametrize`` parametrization; `oodscore.nn.spectral_model` chooses the
-layers of a model and registers it on each.
+layers of a model and registers it on each. `oodscore.nn.spectral_legacy` maps the state-dict
+keys of torch's legacy hook-based ``spectral_norm`` onto the wrapper's.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from torch.utils.hooks import RemovableHandle
 
 from oodscore._validation import check_int, check_positive
 from oodscore.nn._conv_operator import ConvOperator
-from oodscore.nn._modules import original_weight
+from oodscore.nn._modules import original_weight, weight_parametrizations
+from oodscore.nn.spectral_legacy import rename_legacy_keys
 
 Mode = Literal["reshape", "operator"]
 r"""How $\sigma$ is measured: of the reshaped weight matrix, or of the convolution operator."""
 
 _MODES = ("reshape", "operator")
+
+DEFAULT_WARMUP_ITERATIONS = 15
+"""Warm-up power iterations of ``torch.nn.utils.parametrizations.spectral_norm``."""
 
 
 def check_settings(
@@ -32,20 +37,38 @@ def check_settings(
     n_power_iterations: int,
     mode: Mode,
     eps: float,
-    warmup_iterations: int,
-) -> tuple[float | None, int, Mode, float, int]:
+    warmup_iterations: int | None,
+    legacy: bool,
+) -> tuple[float | None, int, Mode, float, int, bool]:
     """The settings of `SpectralNormWrapper`, checked and converted, in signature order.
+
+    ``warmup_iterations=None`` becomes 15 (torch's parametrization), or 0 with ``legacy``
+    (torch's legacy hook runs none).
 
     Raises:
         ValueError: Naming the first bad setting.
     """
+    if not isinstance(legacy, bool):
+        raise ValueError(f"Expected `legacy` to be True or False, got {legacy!r}.")
     coeff = None if coeff is None else check_positive(coeff, "coeff")
     n_power_iterations = check_int(n_power_iterations, "n_power_iterations")
+    if warmup_iterations is None:
+        warmup_iterations = 0 if legacy else DEFAULT_WARMUP_ITERATIONS
     warmup_iterations = check_int(warmup_iterations, "warmup_iterations", minimum=0)
     eps = check_positive(eps, "eps")
     if mode not in _MODES:
         raise ValueError(f"Expected `mode` to be one of {_MODES}, got {mode!r}.")
-    return coeff, n_power_iterations, mode, eps, warmup_iterations
+    if legacy and coeff is not None:
+        raise ValueError(
+            "legacy=True is the hard normalization W / sigma of torch.nn.utils.spectral_norm, "
+            f"which has no soft bound: expected `coeff` to be None, got {coeff!r}."
+        )
+    if legacy and mode != "reshape":
+        raise ValueError(
+            "legacy=True measures sigma of the reshaped weight, as torch.nn.utils.spectral_norm "
+            f"does: expected `mode` to be 'reshape', got {mode!r}."
+        )
+    return coeff, n_power_iterations, mode, eps, warmup_iterations, legacy
 
 
 class SpectralNormWrapper(nn.Module):
@@ -60,10 +83,15 @@ class SpectralNormWrapper(nn.Module):
     treated as constants by the gradient. Reshape mode takes $\sigma$ of the weight as an
     ``(out, -1)`` matrix, with the same buffers, warm-up and update order as
     ``torch.nn.utils.parametrizations.spectral_norm`` (so the two agree exactly with
-    ``coeff=None``). Operator mode takes $\sigma$ of a convolution as a linear operator on
-    inputs of the shape the layer sees at its first forward: ``_v`` has the shape of one
-    input, ``_u`` of one output, both empty (and the weight unreadable) until that forward
-    or ``input_shape`` fixes them. For a ``Linear`` layer the two modes are the same.
+    ``coeff=None``). ``legacy=True`` follows the legacy hook-based
+    ``torch.nn.utils.spectral_norm`` instead (SNoJoE's): no warm-up, each step updates $v$
+    before $u$, and the call ``register_parametrization`` makes to check the result (the
+    wrapper's first call) runs no power iteration, as that function runs none when it is
+    applied; the two then agree exactly, step for step. Operator mode takes $\sigma$ of a
+    convolution as a linear operator on inputs of the shape the layer sees at its first
+    forward: ``_v`` has the shape of one input, ``_u`` of one output, both empty (and the
+    weight unreadable) until that forward or ``input_shape`` fixes them. For a ``Linear``
+    layer the two modes are the same.
 
     Args:
         weight: The weight to normalize (at least 2-D).
@@ -72,16 +100,19 @@ class SpectralNormWrapper(nn.Module):
         mode: ``"reshape"`` or ``"operator"``.
         dim: The output dimension of ``weight`` in reshape mode.
         eps: Added to norms when normalizing ``u`` and ``v``.
-        warmup_iterations: Power iterations run once when ``u`` and ``v`` are created.
+        warmup_iterations: Power iterations run once when ``u`` and ``v`` are created;
+            ``None``: 15 (torch's parametrization), or 0 with ``legacy=True``.
         layer: The convolution that owns ``weight``; required in operator mode, where the
             wrapper reads its stride, padding, dilation and groups and registers a forward
             pre-hook on it that records the input shape at the first forward.
         input_shape: ``(C_in, *spatial)`` to fix the operator's input shape now instead of
             at the first forward.
+        legacy: Reproduce ``torch.nn.utils.spectral_norm`` (hard, reshape mode only).
 
     Raises:
-        ValueError: On a bad hyper-parameter, a weight with fewer than 2 dimensions, or
-            operator mode without a convolution ``layer``.
+        ValueError: On a bad hyper-parameter, a weight with fewer than 2 dimensions,
+            operator mode without a convolution ``layer``, or ``legacy=True`` with a
+            ``coeff`` or in operator mode.
 
     Examples:
         >>> import torch
@@ -118,19 +149,26 @@ class SpectralNormWrapper(nn.Module):
         mode: Mode = "reshape",
         dim: int = 0,
         eps: float = 1e-12,
-        warmup_iterations: int = 15,
+        warmup_iterations: int | None = None,
         layer: nn.Module | None = None,
         input_shape: Sequence[int] | None = None,
+        legacy: bool = False,
     ) -> None:
         super().__init__()
-        self.coeff, self.n_power_iterations, self.mode, self.eps, self.warmup_iterations = (
-            check_settings(
-                coeff=coeff,
-                n_power_iterations=n_power_iterations,
-                mode=mode,
-                eps=eps,
-                warmup_iterations=warmup_iterations,
-            )
+        (
+            self.coeff,
+            self.n_power_iterations,
+            self.mode,
+            self.eps,
+            self.warmup_iterations,
+            self.legacy,
+        ) = check_settings(
+            coeff=coeff,
+            n_power_iterations=n_power_iterations,
+            mode=mode,
+            eps=eps,
+            warmup_iterations=warmup_iterations,
+            legacy=legacy,
         )
         if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.ndim < 2:
             shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
@@ -146,8 +184,11 @@ class SpectralNormWrapper(nn.Module):
             )
         self.dim = dim % weight.ndim
         self._operator: ConvOperator | None = None
-        # The forward pre-hook of operator mode; remove_spectral_normalization removes it.
+        # The forward pre-hook of operator mode and the load_state_dict pre-hook that maps
+        # the legacy keys; remove_spectral_normalization removes both.
         self._hook: RemovableHandle | None = None
+        self._load_hook: RemovableHandle | None = None
+        self._legacy_refusal: str | None = None
         self._registration_pending = True
         conv = None
         if mode == "operator" and not isinstance(layer, nn.Linear):
@@ -218,8 +259,15 @@ class SpectralNormWrapper(nn.Module):
     @torch.no_grad()
     def _matrix_power_method(self, weight_mat: Tensor, iterations: int) -> None:
         for _ in range(iterations):
+            if self.legacy:  # torch.nn.utils.spectral_norm: v first, then u
+                self._v = F.normalize(
+                    torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps, out=self._v
+                )
             self._u = F.normalize(torch.mv(weight_mat, self._v), dim=0, eps=self.eps, out=self._u)
-            self._v = F.normalize(torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps, out=self._v)
+            if not self.legacy:
+                self._v = F.normalize(
+                    torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps, out=self._v
+                )
 
     def _sigma(self, weight: Tensor) -> Tensor:
         u = self._u.clone(memory_format=torch.contiguous_format)
@@ -239,9 +287,12 @@ class SpectralNormWrapper(nn.Module):
     def forward(self, weight: Tensor) -> Tensor:
         """The normalized weight; one ``n_power_iterations`` update first in training mode."""
         if self._operator is None:
-            # The same operations in the same order as torch's spectral_norm.
+            # The same operations in the same order as torch's spectral_norm (legacy or not).
             weight_mat = self._to_matrix(weight)
-            if self.training:
+            registering = self._registration_pending
+            if registering:
+                self._registration_pending = False
+            if self.training and not (self.legacy and registering):
                 self._matrix_power_method(weight_mat, self.n_power_iterations)
             u = self._u.clone(memory_format=torch.contiguous_format)
             v = self._v.clone(memory_format=torch.contiguous_format)
@@ -298,8 +349,39 @@ class SpectralNormWrapper(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
+    def _watch_legacy_keys(self, layer: nn.Module) -> None:
+        """Once registered on ``layer.weight``: map the legacy function's keys on loading.
+
+        Registers on ``layer`` a ``load_state_dict`` pre-hook that moves ``weight_orig``,
+        ``weight_u``, ``weight_v`` to this wrapper's keys (`oodscore.nn.spectral_legacy`),
+        or reports why it cannot (operator mode; not the weight's first parametrization).
+        """
+        if self._operator is not None:
+            self._legacy_refusal = "operator mode measures another sigma, with u, v of other shapes"
+        elif weight_parametrizations(layer)[0] is not self:
+            self._legacy_refusal = "spectral normalization is not the first parametrization"
+        self._load_hook = layer._register_load_state_dict_pre_hook(  # type: ignore[no-untyped-call]
+            self._load_legacy_keys
+        )
+
+    def _load_legacy_keys(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        error = rename_legacy_keys(state_dict, prefix, refuse=self._legacy_refusal)
+        if error is not None:
+            error_msgs.append(error)
+
     def extra_repr(self) -> str:
         """Hyper-parameters, as shown by ``print(model)``."""
+        legacy = ", legacy=True" if self.legacy else ""
         return (
-            f"coeff={self.coeff}, n_power_iterations={self.n_power_iterations}, mode={self.mode!r}"
+            f"coeff={self.coeff}, n_power_iterations={self.n_power_iterations}, "
+            f"mode={self.mode!r}{legacy}"
         )

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from oodscore._arrays import ArrayT, as_tensor
-from oodscore._validation import check_float_matrix, check_non_negative
+from oodscore._validation import LOSS_SCALE, check_float_matrix, check_non_negative
 from oodscore.functional.energy_losses import balanced_energy_loss
 from oodscore.regularizers.base import Regularizer, register_regularizer
 from oodscore.regularizers.energy import check_margins, energy_inputs
@@ -72,13 +72,26 @@ class BalancedEnergyLoss(Regularizer):
     Outliers of majority classes get a higher margin and a larger share of the loss;
     $\gamma = 0$ reduces it to `EnergyMarginLoss` with margin $m_{out} + \alpha / C$.
 
+    Every finite logit, prior and exponent gives a finite loss and finite gradients: $q$
+    and the weights $Z_{\gamma_w}$ are normalized in log space (a prior of 100 classes
+    raised to $\gamma = 30$ underflows to 0 in float32, and the direct form is 0 / 0), and
+    each hinge is capped at `oodscore.functional.energy_losses.hinge_cap`.
+
+    Dense (segmentation) form: as the official segmentation code, the two terms are
+    averaged, $\frac{\lambda}{2}(\text{ID} + \text{outlier})$, when the batch has outlier
+    pixels, and the ID term counts alone, $\lambda \cdot \text{ID}$, when it has none
+    (``losses.py``); the official trainer then weights the loss by $\lambda = 0.1$. The
+    official run adds smoothness and sparsity terms that this class does not have (see
+    the docs page).
+
     Args:
         class_prior: The outliers' class prior $P$ (C,), non-negative with a positive sum
             (normalization does not matter); stored as a float64 buffer.
-        weight: $\lambda \ge 0$ (official 0.1).
-        margin_in: $m_{in}$ (CIFAR-10 script: -23).
-        margin_out: $m_{out}$ before the shift (CIFAR-10 script: -5).
-        alpha: $\alpha \ge 0$, scale of the margin shift (official ``--lamb``; CIFAR-10 10).
+        weight: $\lambda$ in $[0, 10^6]$ (official 0.1, classification and segmentation).
+        margin_in: $m_{in}$ in $[-10^6, 10^6]$ (CIFAR-10 script: -23).
+        margin_out: $m_{out}$ in $[-10^6, 10^6]$ before the shift (CIFAR-10 script: -5).
+        alpha: $\alpha$ in $[0, 10^6]$, scale of the margin shift (official ``--lamb``;
+            CIFAR-10 10).
         gamma: $\gamma \ge 0$ of the margin's influence (official ``--gamma1``; 0.05).
         gamma_weight: $\gamma_w \ge 0$ of the hinge weights (official ``--gamma2``);
             ``None`` uses ``gamma``, as every official run does.
@@ -113,9 +126,9 @@ class BalancedEnergyLoss(Regularizer):
     ) -> None:
         super().__init__(validate_args=validate_args)
         self.register_buffer("class_prior", _check_prior(class_prior))
-        self.weight = check_non_negative(weight, "weight")
+        self.weight = LOSS_SCALE.check(weight, "weight")
         self.margin_in, self.margin_out = check_margins(margin_in, margin_out)
-        self.alpha = check_non_negative(alpha, "alpha")
+        self.alpha = LOSS_SCALE.check(alpha, "alpha")
         self.gamma = check_non_negative(gamma, "gamma")
         self.gamma_weight = (
             None if gamma_weight is None else check_non_negative(gamma_weight, "gamma_weight")
@@ -133,7 +146,9 @@ class BalancedEnergyLoss(Regularizer):
 
         Classification form with (N, C) and (M, C) logits (both non-empty), or dense form
         with (N, C, H, W) ``logits_in`` and boolean (N, H, W) masks, as in
-        `EnergyMarginLoss.forward`. C must equal the length of ``class_prior``.
+        `EnergyMarginLoss.forward` (half the sum of the two terms when the batch has outlier
+        pixels, the ID term alone when it has none, as ``losses.py``). C must equal the
+        length of ``class_prior``.
 
         Raises:
             ValueError: On empty batches, mismatched class counts, non-finite logits, or
@@ -157,6 +172,7 @@ class BalancedEnergyLoss(Regularizer):
             alpha=self.alpha,
             gamma=self.gamma,
             gamma_weight=self.gamma_weight,
+            dense=mask_out is not None,
         )
         return self.weight * loss
 

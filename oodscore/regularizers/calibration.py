@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from oodscore._arrays import as_tensor
-from oodscore._validation import check_non_negative, check_positive
+from oodscore._validation import TEMPERATURE, check_non_negative
 from oodscore.functional.energy import free_energy
 from oodscore.regularizers.base import check_pair
 
@@ -49,7 +49,8 @@ def calibrate_margins(
     Args:
         logits_in: Logits (N, C) of the pretrained model on ID (training) data, N >= 1.
         logits_out: Logits (M, C) of the same model on the auxiliary outliers, M >= 1.
-        temperature: $T > 0$ of the energy (the losses use 1).
+        temperature: $T$ in $[10^{-6}, 10^6]$ of the energy, as `EnergyMarginLoss` (the
+            losses use 1).
         widen: $w \ge 0$, how far beyond the means to put the margins, in units of the gap.
 
     Returns:
@@ -72,7 +73,7 @@ def calibrate_margins(
         >>> (reg.margin_in, reg.margin_out) == margins
         True
     """
-    temperature = check_positive(temperature, "temperature")
+    temperature = TEMPERATURE.check(temperature, "temperature")
     widen = check_non_negative(widen, "widen")
     tensor_in, tensor_out = check_pair(
         as_tensor(logits_in, "logits_in")[0],

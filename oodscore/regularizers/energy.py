@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from oodscore._validation import check_finite_number, check_non_negative, check_positive
+from oodscore._validation import LOSS_SCALE, MARGIN, TEMPERATURE
 from oodscore.functional.energy_losses import energy_margin_loss
 from oodscore.regularizers.base import (
     Regularizer,
@@ -15,15 +15,19 @@ from oodscore.regularizers.base import (
 
 
 def check_margins(margin_in: object, margin_out: object) -> tuple[float, float]:
-    r"""Return both margins as floats after checking they are finite and ``margin_in < margin_out``.
+    r"""Return both margins as floats after checking their range and ``margin_in < margin_out``.
+
+    Energies of trained models lie within a few hundred of 0; a margin beyond ±1e6 would
+    make the squared hinges of ordinary logits saturate, so it is refused
+    (`oodscore._validation.MARGIN`).
 
     With $E = -\operatorname{logsumexp}$, ID samples should have *low* energy and outliers
     *high* energy, so the ID hinge bound must lie below the outlier one; ``margin_in >=
     margin_out`` asks for no gap at all and is almost always a sign error (the margins of
     the negative energy, i.e. the score, passed by mistake).
     """
-    low = check_finite_number(margin_in, "margin_in")
-    high = check_finite_number(margin_out, "margin_out")
+    low = MARGIN.check(margin_in, "margin_in")
+    high = MARGIN.check(margin_out, "margin_out")
     if not low < high:
         raise ValueError(
             f"Expected `margin_in` < `margin_out` (energies E = -logsumexp(f): ID low, outliers "
@@ -45,11 +49,17 @@ class EnergyMarginLoss(Regularizer):
     ($-E$). The margins depend on the scale of the model's logits: for a new model, read
     them off with `oodscore.calibrate_margins`. ``margin_in < margin_out`` is required.
 
+    Every finite logit gives a finite loss and finite gradients: each hinge is capped at
+    `oodscore.functional.energy_losses.hinge_cap` ($4.5 \cdot 10^{15}$ in float32), far
+    beyond the energies of any trained model.
+
     Args:
-        weight: $\lambda \ge 0$ (official 0.1).
-        margin_in: $m_{in}$ (official argparse -25; CIFAR-10 run script -23).
-        margin_out: $m_{out}$ (official argparse -7; CIFAR-10 run script -5).
-        temperature: $T > 0$ of the free energy (official 1).
+        weight: $\lambda$ in $[0, 10^6]$ (official 0.1).
+        margin_in: $m_{in}$ in $[-10^6, 10^6]$ (official argparse -25; CIFAR-10 run script
+            -23).
+        margin_out: $m_{out}$ in $[-10^6, 10^6]$ (official argparse -7; CIFAR-10 run script
+            -5).
+        temperature: $T$ in $[10^{-6}, 10^6]$ of the free energy (official 1).
         validate_args: Check the inputs' values on every call (see `oodscore.Regularizer`).
 
     Examples:
@@ -74,9 +84,9 @@ class EnergyMarginLoss(Regularizer):
         validate_args: bool = True,
     ) -> None:
         super().__init__(validate_args=validate_args)
-        self.weight = check_non_negative(weight, "weight")
+        self.weight = LOSS_SCALE.check(weight, "weight")
         self.margin_in, self.margin_out = check_margins(margin_in, margin_out)
-        self.temperature = check_positive(temperature, "temperature")
+        self.temperature = TEMPERATURE.check(temperature, "temperature")
 
     def forward(
         self,
@@ -91,8 +101,9 @@ class EnergyMarginLoss(Regularizer):
         Two forms: classification, with (N, C) and (M, C) logits of the ID and outlier
         batches (both non-empty); or dense (segmentation), with (N, C, H, W) logits of
         every pixel as ``logits_in`` and boolean (N, H, W) masks (see
-        `oodscore.regularizers.base.dense_logits_rows`), where a crop without outlier
-        pixels contributes only the ID term.
+        `oodscore.regularizers.base.dense_logits_rows`), weighted as the official
+        segmentation code (``losses.py``): half the sum of the two terms when the batch has
+        outlier pixels, the ID term alone when it has none.
 
         Raises:
             ValueError: On empty batches, mismatched class counts, non-finite logits, or
@@ -108,6 +119,7 @@ class EnergyMarginLoss(Regularizer):
             margin_in=self.margin_in,
             margin_out=self.margin_out,
             temperature=self.temperature,
+            dense=mask_out is not None,
         )
         return self.weight * loss
 

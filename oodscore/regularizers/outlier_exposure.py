@@ -6,8 +6,8 @@ from typing import get_args
 
 from torch import Tensor
 
-from oodscore._arrays import promote
-from oodscore._validation import check_float_matrix, check_non_negative
+from oodscore._arrays import promote, saturate
+from oodscore._validation import LOSS_SCALE, check_float_matrix
 from oodscore.functional.outlier_exposure import OutlierTarget, outlier_exposure_loss
 from oodscore.regularizers.base import Regularizer, register_regularizer
 
@@ -28,7 +28,9 @@ class OutlierExposureLoss(Regularizer):
     $\mathcal{L}_{\text{conf}}$).
 
     Args:
-        weight: $\lambda \ge 0$ (official 0.5).
+        weight: $\lambda$ in $[0, 10^6]$ (official 0.5). Every finite logit gives a finite
+            loss and finite gradients; a loss beyond the dtype (logits near 1e38) saturates
+            at its largest finite value, without gradient.
         target: ``"uniform"`` (softmax, the paper) or ``"zeros"`` (multi-label BCE).
         validate_args: Check the inputs' values on every call (see `oodscore.Regularizer`).
 
@@ -52,7 +54,7 @@ class OutlierExposureLoss(Regularizer):
         validate_args: bool = True,
     ) -> None:
         super().__init__(validate_args=validate_args)
-        self.weight = check_non_negative(weight, "weight")
+        self.weight = LOSS_SCALE.check(weight, "weight")
         if target not in _TARGETS:
             raise ValueError(
                 f"Expected `target` to be one of {', '.join(map(repr, _TARGETS))}, got {target!r}."
@@ -67,4 +69,5 @@ class OutlierExposureLoss(Regularizer):
             TypeError: If it is not a floating-point torch tensor.
         """
         check_float_matrix(logits_out, "logits_out", columns="C", finite=self.validate_args)
-        return self.weight * outlier_exposure_loss(promote(logits_out), target=self.target)
+        loss = outlier_exposure_loss(promote(logits_out), target=self.target)
+        return saturate(self.weight * loss)  # finite for any finite logits

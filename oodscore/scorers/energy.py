@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from oodscore._validation import check_int, check_positive
+from oodscore._validation import TEMPERATURE, check_int
 from oodscore.functional.energy import energy_score, joint_energy_score
 from oodscore.scorers.base import Scorer, register_scorer
 
@@ -20,7 +20,10 @@ class Energy(Scorer):
     Always at least the maximum logit and at most ``max logit + T log C``.
 
     Args:
-        temperature: $T > 0$ (default 1, as the official test script).
+        temperature: $T$ in $[10^{-6}, 10^6]$ (default 1, as the official test script).
+            Within it the score and its gradient are finite for every finite logit, in
+            float32 too; beyond it they are not ($T \log C$ overflows for large $T$, and
+            float32 cannot hold $T = 10^{-40}$), so other values are refused.
 
     Examples:
         >>> import torch
@@ -32,7 +35,7 @@ class Energy(Scorer):
     """
 
     def __init__(self, *, temperature: float = 1.0) -> None:
-        self.temperature = check_positive(temperature, "temperature")
+        self.temperature = TEMPERATURE.check(temperature, "temperature")
 
     def score(self, logits: Tensor) -> Tensor:
         """Energy score of checked logits (N, C)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from oodscore._validation import UNIT_OPEN, check_int, check_positive
+from oodscore._validation import TEMPERATURE, UNIT_OPEN, check_int
 from oodscore.functional.softmax import entropy_score, gen_score, msp_score
 from oodscore.scorers.base import Scorer, register_scorer
 
@@ -19,7 +19,10 @@ class MSP(Scorer):
     without input perturbation.
 
     Args:
-        temperature: Softmax temperature $T > 0$.
+        temperature: Softmax temperature $T$ in $[10^{-6}, 10^6]$ (ODIN uses 1000). Within
+            it the score and its gradient are finite and accurate for every finite logit,
+            in float32 too; beyond it they are not (float32 cannot hold $T = 10^{-300}$, and
+            the gradient of MSP grows as $1/T$), so other values are refused.
 
     Examples:
         >>> import torch
@@ -31,7 +34,7 @@ class MSP(Scorer):
     """
 
     def __init__(self, *, temperature: float = 1.0) -> None:
-        self.temperature = check_positive(temperature, "temperature")
+        self.temperature = TEMPERATURE.check(temperature, "temperature")
 
     def score(self, logits: Tensor) -> Tensor:
         """MSP of checked logits (N, C)."""

@@ -1,6 +1,7 @@
 """MOS (Huang & Li, CVPR 2021) written loop by loop in float64 NumPy from the paper and the
 official code's formulas (deeplearning-wisc/large_scale_ood: get_group_slices, get_loss,
-cal_acc in finetune.py, cal_ood_score in test_mos.py, DatasetWithMetaGroup in dataset.py).
+calc_group_softmax_acc in finetune.py, cal_ood_score in test_mos.py, DatasetWithMetaGroup in
+dataset.py).
 
 A grouping is a list of groups, each the list of original class ids in column order.
 """

@@ -118,3 +118,53 @@ def mean_energy_margins(
     mean_out = float(np.mean(energy(logits_out, temperature)))
     gap = mean_out - mean_in
     return mean_in - widen * gap, mean_out + widen * gap
+
+
+def official_dense_loss(
+    logits: Array,
+    targets: Array,
+    *,
+    prior: Array | None = None,
+    gamma1: float = 0.0,
+    gamma2: float = 0.0,
+    alpha: float = 0.0,
+    m_in: float = -12.0,
+    m_out: float = -6.0,
+    trainer_weight: float = 0.1,
+) -> float:
+    """The official segmentation energy loss, pixel by pixel, times the trainer's weight.
+
+    hyunjunChhoi/Balanced_Energy, segmentation/code/losses.py: ``energy_loss_pure``
+    (lines 102-120, ``prior=None``) and ``balanced_energy_loss_pure`` (lines 122-164);
+    engine/trainer.py:56 adds ``0.1 * e_loss``. ``logits`` (N, C, H, W), ``targets``
+    (N, H, W) with 254 for outlier pixels and 255 for void ones (both left out of the ID
+    set). With outlier pixels: 0.5 * (ID mean + outlier (weighted) mean), lines 118 / 162;
+    without: the ID mean alone, lines 116 / 159, with no 0.5.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    n, _, h, w = logits.shape
+    if prior is not None:
+        prior = np.asarray(prior, dtype=np.float64)
+        q1 = prior**gamma1 / np.sum(prior**gamma1)  # F.normalize(p=1) of P ** gamma1
+        q2 = prior**gamma2 / np.sum(prior**gamma2)
+    e_in, e_out, z_margin, z_weight = [], [], [], []
+    for i in range(n):
+        for y in range(h):
+            for x in range(w):
+                row = logits[i, :, y, x]
+                energy = -log_sum_exp(row)
+                label = int(targets[i, y, x])
+                if label == 254:
+                    e_out.append(energy)
+                    probs = softmax(row)
+                    z_margin.append(float(probs @ q1) if prior is not None else 0.0)
+                    z_weight.append(float(probs @ q2) if prior is not None else 1.0)
+                elif label != 255:
+                    e_in.append(energy)
+    term_in = sum(max(0.0, e - m_in) ** 2 for e in e_in) / len(e_in)
+    if not e_out:
+        return trainer_weight * term_in
+    shifted = [e - alpha * z for e, z in zip(e_out, z_margin, strict=True)]
+    hinges = [max(0.0, m_out - e) ** 2 for e in shifted]
+    term_out = sum(h * z for h, z in zip(hinges, z_weight, strict=True)) / sum(z_weight)
+    return trainer_weight * 0.5 * (term_in + term_out)

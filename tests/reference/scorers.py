@@ -30,8 +30,13 @@ def energy(logits: Array, temperature: float = 1.0) -> Array:
 
 
 def negative_entropy(logits: Array) -> Array:
-    """sum_c p_c log p_c with 0 log 0 = 0, log p from the log-softmax."""
-    log_p = logits - logsumexp(logits, axis=1, keepdims=True)
+    """sum_c p_c log p_c with 0 log 0 = 0, log p from the log-softmax.
+
+    log p = (f - max f) - log sum exp(f - max f): subtracting logsumexp(f) from f would round
+    log C away next to logits of 1e38 (max f + log 2 == max f in float64).
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     p = np.exp(log_p)
     return np.where(p > 0, p * log_p, 0.0).sum(axis=1)
 

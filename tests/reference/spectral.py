@@ -77,3 +77,22 @@ def circulant_norm(kernel: Sequence[float], n: int) -> float:
     padded = np.zeros(n)
     padded[: len(kernel)] = kernel
     return float(np.max(np.abs(np.fft.fft(padded))))
+
+
+def legacy_power_iteration(
+    weight: np.ndarray, u: np.ndarray, v: np.ndarray, steps: int, eps: float = 1e-12
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The legacy hook's update, in float64: per step v ← Wᵀu/‖Wᵀu‖, then u ← Wv/‖Wv‖.
+
+    ``weight`` is already a matrix (out, -1). Returns the new u, v and σ = uᵀWv.
+    Norms are floored at ``eps`` as ``torch.nn.functional.normalize`` does.
+    """
+    matrix = np.asarray(weight, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    for _ in range(steps):
+        v = matrix.T @ u
+        v = v / max(float(np.linalg.norm(v)), eps)
+        u = matrix @ v
+        u = u / max(float(np.linalg.norm(u)), eps)
+    return u, v, float(u @ matrix @ v)
