@@ -3,7 +3,8 @@
 Usage:
     python benchmarks/bench_shaping.py [--rows 50000] [--dim 2048] [--classes 1000]
         [--fit-rows 10000] [--repeats 5] [--seed 0] [--methods ...] [--peer-batch 256]
-        [--threads N] [--no-peers] [--quick] [--output benchmarks/results/shaping.md]
+        [--threads N] [--no-peers] [--peer-repeats 1] [--quick]
+        [--output benchmarks/results/shaping.md]
 
 Data (seeded, float32): ``--rows`` post-ReLU features (``relu(N(0, 1))`` times a per-row
 scale in [0.5, 2]: about half the entries are 0, as after a ReLU and global pooling),
@@ -301,7 +302,8 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], fold
     lines = [
         f"Data: {n:,} post-ReLU features × {d} float32, a {c}-class head, {args.fit_rows:,} "
         f"fit rows (ReAct's percentile, DICE's mean), seed {args.seed}. Each method runs in a "
-        f"fresh process per repeat ({args.repeats} repeats, round-robin); times are the "
+        f"fresh process per repeat ({args.repeats} repeats, round-robin; pytorch-ood in the "
+        f"first {min(args.peer_repeats, args.repeats)}); times are the "
         "minimum over repeats, memory the range of the peak RSS over the RSS before the step "
         f"(the data loaded before). torch threads: {threads}. pytorch-ood scores batches of "
         f"{args.peer_batch} rows (DICE: {max(1, min(args.peer_batch, PEER_ELEMENTS // (c * d)))}, "
@@ -327,6 +329,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", choices=OURS, default=OURS)
     parser.add_argument("--peer-batch", type=int, default=256)
+    parser.add_argument(
+        "--peer-repeats",
+        type=int,
+        default=1,
+        help="run pytorch-ood in the first N repeats only (its DICE takes minutes per call)",
+    )
     parser.add_argument(
         "--threads", type=int, help="torch threads in each process (default: torch's own)"
     )
@@ -360,6 +368,8 @@ def main() -> None:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         for repeat in range(args.repeats):
             for name in names:
+                if name.startswith("pytorch-ood/") and repeat >= args.peer_repeats:
+                    continue
                 out = folder / f"scores-{name.replace('/', '-')}.npy" if repeat == 0 else None
                 result = run_child(name, folder, out, args)
                 runs[name].append(result)

@@ -163,7 +163,9 @@ def test_in_evaluate_uses_the_models_head_on_its_input() -> None:
 
 
 def test_hyper_parameters_registry_and_repr() -> None:
-    with pytest.raises(ValueError, match=r"`temperature` to be a finite number > 0, got 0"):
+    with pytest.raises(
+        ValueError, match=r"`temperature` to be a finite number in \[1e-06, 1000000\], got 0"
+    ):
         GradNorm(temperature=0)
     with pytest.raises(ValueError, match=r"`temperature`.*got nan"):
         GradNorm(temperature=float("nan"))
@@ -175,3 +177,14 @@ def test_hyper_parameters_registry_and_repr() -> None:
     assert GradNorm.needs_head
     assert not GradNorm.requires_fit
     assert not GradNorm.multilabel
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e300, 0.0])
+def test_temperature_outside_its_range_is_refused(temperature: float) -> None:
+    """The shared temperature range of the softmax scorers: outside it, NaN or inf."""
+    from oodscore import ODIN
+
+    with pytest.raises(ValueError, match=r"`temperature` to be a finite number in \[1e-06, 1"):
+        GradNorm(temperature=temperature)
+    with pytest.raises(ValueError, match=r"`temperature` to be a finite number in \[1e-06, 1"):
+        ODIN(temperature=temperature)

@@ -414,7 +414,11 @@ def test_std_of_another_length_is_a_clear_error() -> None:
 @pytest.mark.parametrize(
     ("params", "error", "match"),
     [
-        ({"temperature": 0}, ValueError, r"`temperature` to be a finite number > 0, got 0"),
+        (
+            {"temperature": 0},
+            ValueError,
+            r"`temperature` to be a finite number in \[1e-06, 1000000\], got 0",
+        ),
         ({"temperature": float("inf")}, ValueError, r"`temperature`.*got inf"),
         ({"epsilon": -0.1}, ValueError, r"`epsilon` to be a finite number >= 0, got -0.1"),
         ({"epsilon": True}, ValueError, r"`epsilon`.*got True"),

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from oodscore._validation import check_positive
+from oodscore._validation import TEMPERATURE
 from oodscore.functional.gradnorm import gradnorm_score
 from oodscore.scorers.base import InputKind, Scorer, register_scorer
 from oodscore.scorers.head import HeadWeight, UsesHead
@@ -28,7 +28,7 @@ class GradNorm(UsesHead, Scorer):
     forward pass. Scores features $h$ (N, D), the input of the classifier head.
 
     Args:
-        temperature: $T > 0$ (default 1, the official).
+        temperature: $T \in [10^{-6}, 10^6]$ (default 1, the official).
         head: The classifier head, an ``nn.Linear`` (or ``weight=``/``bias=``).
         weight: The head's weight (C, D), a tensor or array, instead of ``head``.
         bias: The head's bias (C,), or ``None``.
@@ -53,7 +53,7 @@ class GradNorm(UsesHead, Scorer):
         weight: HeadWeight | None = None,
         bias: HeadWeight | None = None,
     ) -> None:
-        self.temperature = check_positive(temperature, "temperature")
+        self.temperature = TEMPERATURE.check(temperature, "temperature")
         self._init_head(head, weight, bias)
 
     def score(self, x: Tensor) -> Tensor:

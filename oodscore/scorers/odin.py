@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from oodscore._validation import POSITIVE, check_non_negative, check_positive
+from oodscore._validation import POSITIVE, TEMPERATURE, check_non_negative, check_positive
 from oodscore.functional.odin import (
     Aggregation,
     odin_perturb,
@@ -46,7 +46,7 @@ class ODIN(ModelScorer):
     $\epsilon = 0$).
 
     Args:
-        temperature: $T > 0$ (default 1000, the paper's).
+        temperature: $T \in [10^{-6}, 10^6]$ (default 1000, the paper's).
         epsilon: Step size $\epsilon \ge 0$ (default 0.0014, the official default); 0 skips
             the gradient.
         std: $\sigma$: ``None`` (default) leaves the sign step as it is; a number divides it
@@ -82,7 +82,7 @@ class ODIN(ModelScorer):
         activation: Activation = "softmax",
         aggregation: Aggregation = "max",
     ) -> None:
-        self.temperature = check_positive(temperature, "temperature")
+        self.temperature = TEMPERATURE.check(temperature, "temperature")
         self.epsilon = check_non_negative(epsilon, "epsilon")
         self.std: Std | None = _check_std(std)
         if activation not in get_args(Activation):
