@@ -99,6 +99,13 @@ def read_csv(path: Path, *, header: CsvPolicy, index: CsvPolicy) -> np.ndarray[A
 
 def _decide_header(where: str, number: int, cells: list[str], header: CsvPolicy) -> bool:
     """Whether the first content line is a header, by ``header`` or, for "auto", its cells."""
+    if len(cells) == 1:
+        for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+            if separator in cells[0]:
+                raise ValueError(
+                    f"Line {number} of {where}, {cells[0].strip()!r}, is separated by {name}: "
+                    "expected comma-separated values (re-export the file with commas)."
+                )
     if header != "auto":
         return header == "yes"
     if len(cells) > 1 and not cells[0].strip():

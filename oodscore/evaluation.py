@@ -7,17 +7,23 @@ from contextlib import ExitStack
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from oodscore._arrays import as_tensor
+from oodscore._eval_inputs import (
+    as_features,
+    check_no_logits,
+    check_ood_names,
+    check_rows,
+    feature_sets,
+    logit_sets,
+)
 from oodscore._model_pass import ModelPass
-from oodscore._validation import check_matrix, check_same_width
 from oodscore.metrics import FprRule
 from oodscore.metrics.classification import as_logits, id_task_metrics
 from oodscore.model_io import Forward, ModelIO
 from oodscore.nn._modules import eval_mode, find_head, locate_module
 from oodscore.nn.features import CaptureWhat, FeatureCapture
-from oodscore.report import MEAN, Report
+from oodscore.report import Report
 from oodscore.scorer_set import (
     Scorers,
     ScorerSpec,
@@ -30,6 +36,7 @@ from oodscore.scorer_set import (
     unfitted,
 )
 from oodscore.scorers.base import Scorer
+from oodscore.scorers.head import UsesHead
 
 __all__ = ["ScorerSpec", "Scorers", "evaluate", "evaluate_logits", "resolve_scorers"]
 
@@ -130,15 +137,15 @@ def evaluate_logits(
         )
     require_heads(resolved, None, "evaluate_logits has no model to take the head from")
     if id_logits is None or ood_logits is None:
-        _check_no_logits(id_logits, ood_logits, logit_scorers, id_targets)
+        check_no_logits(id_logits, ood_logits, logit_scorers, id_targets)
         id_tensor, ood_tensors = None, None
     else:
-        id_tensor, ood_tensors = _logit_sets(id_logits, ood_logits)
+        id_tensor, ood_tensors = logit_sets(id_logits, ood_logits)
     id_feats, ood_feats = None, None
     if feature_scorers:
-        id_feats, ood_feats = _feature_sets(id_features, ood_features, feature_scorers)
+        id_feats, ood_feats = feature_sets(id_features, ood_features, feature_scorers)
         if id_tensor is not None and ood_tensors is not None:
-            _check_rows(id_tensor, ood_tensors, id_feats, ood_feats)
+            check_rows(id_tensor, ood_tensors, id_feats, ood_feats)
     names = list(ood_tensors if ood_tensors is not None else (ood_feats or {}))
     require_fit_data(
         resolved,
@@ -151,7 +158,7 @@ def evaluate_logits(
         fit_unfitted(
             resolved,
             logits=None if fit_logits is None else as_logits(fit_logits, "fit_logits"),
-            features=None if fit_features is None else _as_features(fit_features, "fit_features"),
+            features=None if fit_features is None else as_features(fit_features, "fit_features"),
             targets=fit_targets,
         )
     id_metrics = {}
@@ -204,9 +211,10 @@ def evaluate(
     `oodscore.Report.feature_layer` (e.g. ``"fc (input)"``).
 
     **The head.** Scorers that apply the classifier head to the features (ReAct, ASH,
-    DICE, SCALE, ViM, GradNorm) and were built without one get the model's head, in place,
-    when the features are its input (the default); with another ``feature_layer`` they
-    must be built with their head.
+    DICE, SCALE, ViM, GradNorm) and were built without one are lent the model's head for
+    the call (and have none again after it) when the features are its input (the
+    default, or ``feature_layer`` naming the head with ``feature_capture="input"``); with
+    other features they must be built with their head.
 
     **Fitting.** Scorers that are not fitted (`oodscore.FittedScorer`) are fitted, in
     place, on ``fit_loader`` (in-distribution data): feature scorers on its features,
@@ -298,7 +306,7 @@ def evaluate(
         ('2 (input)', True)
     """
     resolved = resolve_scorers(scorers)
-    _check_ood_names(ood_loaders, "ood_loaders")
+    check_ood_names(ood_loaders, "ood_loaders")
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}.")
     io = ModelIO(input_keys=input_keys, target_key=target_key, forward=forward)
@@ -313,9 +321,11 @@ def evaluate(
     layer = None
     if of_kind(resolved, "features"):
         layer = _feature_layer(model, feature_layer, feature_capture)
-        _give_heads(model, resolved, layer, default=feature_layer is None)
     target_device = _model_device(model) if device is None else torch.device(device)
     with ExitStack() as stack:
+        if layer is not None:
+            for scorer in _lend_head(model, resolved, layer):
+                stack.callback(scorer.set_head, None)
         stack.enter_context(eval_mode(model))
         stack.enter_context(torch.no_grad())
         capture = None
@@ -362,119 +372,27 @@ def _feature_layer(
     return found, capture or "output"
 
 
-def _give_heads(
-    model: nn.Module, scorers: Mapping[str, Scorer], layer: tuple[str, str], *, default: bool
-) -> None:
-    """Give the model's head to the head scorers without one, when the features are its input."""
+def _lend_head(
+    model: nn.Module, scorers: Mapping[str, Scorer], layer: tuple[str, str]
+) -> list[UsesHead]:
+    """Lend the model's head to the head scorers without one, when the features are its input.
+
+    Returns the scorers that got it, for the caller to take it back after the call.
+    """
     name, side = layer
+    try:
+        head_name = find_head(model, argument="feature_layer")
+    except ValueError:
+        head_name = None
     head = None
-    why = ""
-    if default and side == "input":
+    if side == "input" and name == head_name:
         module = model.get_submodule(name)
-        if isinstance(module, nn.Linear):
-            head = module
-        else:
-            why = f"the model's head {name!r} is a {type(module).__name__}, not an nn.Linear"
+        assert isinstance(module, nn.Linear)  # find_head finds an nn.Linear
+        head = module
+        why = ""
     else:
         why = f"the features are the {side} of {name!r}, not the input of the model's head"
-    require_heads(scorers, head, why)
-
-
-def _check_no_logits(
-    id_logits: Any, ood_logits: Any, logit_scorers: list[str], id_targets: Any
-) -> None:
-    """Without logits: only feature scorers, both logit arguments None, no targets."""
-    if (id_logits is None) != (ood_logits is None):
-        given, missing = ("id_logits", "ood_logits")[:: 1 if ood_logits is None else -1]
-        raise ValueError(f"Expected `{missing}` with `{given}`: pass both or neither, got None.")
-    if logit_scorers:
-        raise ValueError(
-            f"Expected `id_logits` and `ood_logits` for the logit scorers {logit_scorers}, "
-            "got None."
-        )
-    if id_targets is not None:
-        raise ValueError(
-            "Expected `id_logits` with `id_targets`: the ID accuracy or mAP is read from them."
-        )
-
-
-def _logit_sets(id_logits: Any, ood_logits: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-    _check_ood_names(ood_logits, "ood_logits")
-    id_tensor = as_logits(id_logits, "id_logits")
-    ood_tensors = {}
-    for name, logits in ood_logits.items():
-        tensor = as_logits(logits, f"ood_logits[{name!r}]")
-        check_same_width(id_tensor, tensor, ("id_logits", f"ood_logits[{name!r}]"))
-        ood_tensors[name] = tensor
-    return id_tensor, ood_tensors
-
-
-def _feature_sets(
-    id_features: Any, ood_features: Mapping[str, Any] | None, labels: list[str]
-) -> tuple[Tensor, dict[str, Tensor]]:
-    for argument, value in (("id_features", id_features), ("ood_features", ood_features)):
-        if value is None:
-            raise ValueError(f"Expected `{argument}` for the feature scorers {labels}, got None.")
-    assert ood_features is not None
-    _check_ood_names(ood_features, "ood_features")
-    id_tensor = _as_features(id_features, "id_features")
-    ood_tensors = {}
-    for name, features in ood_features.items():
-        argument = f"ood_features[{name!r}]"
-        tensor = _as_features(features, argument)
-        check_same_width(id_tensor, tensor, ("id_features", argument), what="features", symbol="D")
-        ood_tensors[name] = tensor
-    return id_tensor, ood_tensors
-
-
-def _as_features(x: Any, name: str) -> Tensor:
-    """``x`` as a checked (N, D) floating tensor with N >= 1."""
-    tensor, _ = as_tensor(x, name)
-    check_matrix(tensor, name, columns="D")
-    if tensor.shape[0] == 0:
-        raise ValueError(f"Expected `{name}` to have at least one row, got shape (0, D).")
-    return tensor
-
-
-def _check_rows(
-    id_logits: Tensor,
-    ood_logits: Mapping[str, Tensor],
-    id_features: Tensor,
-    ood_features: Mapping[str, Tensor],
-) -> None:
-    """The OOD sets of logits and features agree, and so do the rows of each set."""
-    if set(ood_logits) != set(ood_features):
-        raise ValueError(
-            f"Expected `ood_features` to hold the OOD sets of `ood_logits`, "
-            f"{list(ood_logits)}, got {list(ood_features)}."
-        )
-    pairs = [("id_logits", "id_features", id_logits, id_features)]
-    pairs += [
-        (f"ood_logits[{n!r}]", f"ood_features[{n!r}]", t, ood_features[n])
-        for n, t in ood_logits.items()
-    ]
-    for logits_name, features_name, logits, features in pairs:
-        if logits.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"Expected `{features_name}` to have one row per row of `{logits_name}` "
-                f"(N = {logits.shape[0]}), got shape {tuple(features.shape)}."
-            )
-
-
-def _check_ood_names(sets: Mapping[str, Any], name: str) -> None:
-    if not isinstance(sets, Mapping):
-        raise TypeError(
-            f"Expected `{name}` to be a {{name: ...}} mapping, got {type(sets).__name__}."
-        )
-    if not sets:
-        raise ValueError(f"Expected `{name}` to hold at least one OOD set, got none.")
-    for key in sets:
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"Expected the OOD-set names in `{name}` to be strings, got {key!r}.")
-        if key == MEAN:
-            raise ValueError(
-                f"The OOD-set name {MEAN!r} is reserved for the report's mean rows; rename it."
-            )
+    return require_heads(scorers, head, why)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -110,14 +110,20 @@ def require_fit_data(scorers: Mapping[str, Scorer], given: Mapping[str, tuple[st
             )
 
 
-def require_heads(scorers: Mapping[str, Scorer], head: nn.Linear | None, why: str) -> None:
+def require_heads(
+    scorers: Mapping[str, Scorer], head: nn.Linear | None, why: str
+) -> list[UsesHead]:
     """Give ``head`` to the scorers that apply the classifier head and have none.
 
     Args:
         scorers: The labelled scorers; those with `needs_head` and no head get ``head``
-            (`oodscore.scorers.head.UsesHead.set_head`), in place.
+            (`oodscore.scorers.head.UsesHead.set_head`).
         head: The model's head, or ``None`` when it cannot be used.
         why: Why there is no head, for the error message.
+
+    Returns:
+        The scorers that got ``head``: the caller takes it back (``set_head(None)``) after
+        the call it was lent for.
 
     Raises:
         ValueError: If a scorer needs a head, has none, and ``head`` is ``None``.
@@ -127,17 +133,19 @@ def require_heads(scorers: Mapping[str, Scorer], head: nn.Linear | None, why: st
         for label, scorer in scorers.items()
         if isinstance(scorer, UsesHead) and not scorer.has_head
     ]
-    if not missing:
-        return
-    if head is None:
+    if missing and head is None:
         raise ValueError(
             f"The scorers {missing} apply the classifier head to the features and have none; "
             f"{why}. Build them with head=model.fc (an nn.Linear) or weight=/bias=."
         )
+    lent: list[UsesHead] = []
     for label in missing:
         scorer = scorers[label]
         assert isinstance(scorer, UsesHead)
+        assert head is not None
         scorer.set_head(head)
+        lent.append(scorer)
+    return lent
 
 
 def fit_unfitted(

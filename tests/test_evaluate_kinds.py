@@ -89,7 +89,7 @@ def test_every_kind_in_one_call_equals_calling_each_by_hand(form: str) -> None:
         fit_logits = net(data["x_fit"])
     centred = CentredLogits().fit(fit_logits)
     head_energy = HeadEnergy(head=net.head)
-    assert scorers["head_energy"].head is net.head  # type: ignore[attr-defined]
+    assert scorers["head_energy"].head is None  # type: ignore[attr-defined]  # lent for the call
     for name, x in [("ID", data["x_id"]), ("near", data["near"]), ("far", data["far"])]:
         scores = report.id_scores if name == "ID" else report.ood_scores[name]
         with torch.no_grad():
@@ -185,3 +185,40 @@ def test_batches_of_one_tensor_feed_model_scorers() -> None:
         progress=False,
     )
     close(report.ood_scores["far"]["GradientNorm"], GradientNorm()(net, data["far"]))
+
+
+def test_the_models_head_is_lent_for_the_call_only() -> None:
+    """A scorer reused on a second model must not keep scoring with the first model's head."""
+    data = make_data()
+    parts = loaders(data, "tuple")
+    first, second = make_net(0), make_net(1)
+    scorer = HeadEnergy()
+    evaluate(first, parts["id"], parts["ood"], {"h": scorer}, progress=False)
+    assert scorer.head is None
+    report = evaluate(second, parts["id"], parts["ood"], {"h": scorer, "e": "energy"})
+    close(report.id_scores["h"], torch.as_tensor(report.id_scores["e"]))
+    with pytest.raises(ValueError, match="boom"):
+        evaluate(second, parts["id"], parts["ood"], {"h": scorer, "bad": Boom()})
+    assert scorer.head is None  # taken back on an error too
+
+
+def test_naming_the_head_as_the_feature_layer_lends_it() -> None:
+    net = make_net()
+    parts = loaders(make_data(), "tuple")
+    report = evaluate(
+        net,
+        parts["id"],
+        parts["ood"],
+        {"h": HeadEnergy(), "e": "energy"},
+        feature_layer="head",
+        feature_capture="input",
+        progress=False,
+    )
+    close(report.id_scores["h"], torch.as_tensor(report.id_scores["e"]))
+
+
+class Boom(Scorer):
+    """A logit scorer that raises (a test scorer)."""
+
+    def score(self, x: Tensor) -> Tensor:
+        raise ValueError("boom")

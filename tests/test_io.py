@@ -18,6 +18,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from oodscore import _writing as writing
 from oodscore import io as oio
 from oodscore.io import load_array, load_targets, write_array
 
@@ -250,7 +251,7 @@ def test_write_array_matches_encode_array(tmp_path: Path, suffix: str) -> None:
 
 
 def test_csv_is_written_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(oio, "WRITE_CHUNK", 7)
+    monkeypatch.setattr(writing, "WRITE_CHUNK", 7)
     writes: list[int] = []
 
     class Spy:
@@ -261,8 +262,8 @@ def test_csv_is_written_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             writes.append(len(data))
             return self.stream.write(data)  # type: ignore[attr-defined]
 
-    real = oio._write_csv
-    monkeypatch.setattr(oio, "_write_csv", lambda stream, array: real(Spy(stream), array))
+    real = writing._write_csv
+    monkeypatch.setattr(writing, "_write_csv", lambda stream, array: real(Spy(stream), array))
     scores = np.arange(50, dtype=np.float64)
     write_array(tmp_path / "s.csv", scores)
     assert len(writes) >= 50 // 7
@@ -305,7 +306,7 @@ def test_a_signal_mid_write_leaves_no_temporary_file(
         calls.append(1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(oio, "_write_csv", interrupted)
+    monkeypatch.setattr(writing, "_write_csv", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_array(tmp_path / "s.csv", np.ones(3))
     assert calls == [1]
@@ -318,15 +319,15 @@ def test_sigterm_mid_write_removes_the_temporary_file(tmp_path: Path) -> None:
         """
         import os, signal, sys
         import numpy as np
-        from oodscore import io as oio
+        from oodscore import _writing as writing
         from oodscore.cli import main
         np.save(sys.argv[1] + "/logits.npy", np.zeros((50, 3)))
-        real = oio._write_csv
+        real = writing._write_csv
         def slow(stream, array):
             stream.write(b"scores\\n")
             os.kill(os.getpid(), signal.SIGTERM)
             real(stream, array)
-        oio._write_csv = slow
+        writing._write_csv = slow
         sys.exit(main(["score", "msp", sys.argv[1] + "/logits.npy", "-o", sys.argv[1] + "/s.csv"]))
         """
     )
@@ -338,3 +339,12 @@ def test_sigterm_mid_write_removes_the_temporary_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logits.npy"]
     assert os.name == "posix"
+
+
+@pytest.mark.parametrize(("text", "name"), [("1;2\n3;4\n", "semicolons"), ("1\t2\n3\t4\n", "tabs")])
+def test_other_separators_are_named(tmp_path, text: str, name: str) -> None:
+    """A semicolon file once read its first line as a header and blamed line 2."""
+    path = tmp_path / "other.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"Line 1 of .*separated by {name}: expected comma"):
+        load_array(path)

@@ -478,3 +478,17 @@ def test_in_evaluate_equals_calling_it_on_the_whole_set() -> None:
         with torch.no_grad():
             plain = msp_score(net.eval()(x), 10.0)
         assert not np.allclose(np.asarray(scores["odin"]), plain.numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize(("aggregation", "name"), [("max", "max_sigmoid"), ("sum", "sum_sigmoid")])
+def test_sigmoid_form_without_a_step_is_the_sigmoid_score(aggregation: str, name: str) -> None:
+    """T = 1 and epsilon = 0 leave the sigmoid scores, to the last bit (no extra ties near 1)."""
+    from oodscore import get_scorer
+
+    model = nn.Linear(6, 5)
+    x = torch.randn(64, 6) * 8
+    odin = ODIN(temperature=1.0, epsilon=0.0, activation="sigmoid", aggregation=aggregation)  # type: ignore[arg-type]
+    with torch.no_grad():
+        want = get_scorer(name)(model(x))
+    torch.testing.assert_close(odin(model, x), want, rtol=0, atol=0)
+    assert ODIN.differentiable is False  # its scores come back detached

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from oodscore.functional.sigmoid import max_sigmoid_score, sum_sigmoid_score
+
 Aggregation = Literal["max", "sum"]
 
 
@@ -80,8 +82,12 @@ def odin_perturb(
 
 
 def odin_sigmoid_score(logits: Tensor, temperature: float, aggregation: Aggregation) -> Tensor:
-    r"""$\max_c \sigma(f_c/T)$ (``"max"``) or $\sum_c \sigma(f_c/T)$ (``"sum"``), per row."""
-    probabilities = torch.sigmoid(logits / temperature)
+    r"""$\max_c \sigma(f_c/T)$ (``"max"``) or $\sum_c \sigma(f_c/T)$ (``"sum"``), per row.
+
+    The sigmoid scores of `oodscore.functional.max_sigmoid_score` and
+    `oodscore.functional.sum_sigmoid_score` (float64, rounded once) of the tempered logits.
+    """
+    tempered = logits / temperature
     if aggregation == "max":
-        return probabilities.amax(dim=1)
-    return probabilities.sum(dim=1)
+        return max_sigmoid_score(tempered)
+    return sum_sigmoid_score(tempered)

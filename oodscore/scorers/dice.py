@@ -125,8 +125,8 @@ class DICE(UsesHead, ComposesLogitScorer, FittedScorer):
         weight, bias = self.masked_head(features)
         return head_scores(features, weight, bias, self.score_logits)
 
-    def set_head(self, head: nn.Linear) -> None:
-        """Use ``head`` from now on (and forget the masked weights of the previous one)."""
+    def set_head(self, head: nn.Linear | None) -> None:
+        """Use ``head`` (or none) from now on, and forget the masked weights of the previous one."""
         super().set_head(head)
         self._masked.clear()
 

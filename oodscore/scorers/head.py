@@ -61,8 +61,11 @@ class UsesHead:
         """Whether a head was given (at construction or by `set_head`)."""
         return self.head is not None or self._head_tensors is not None
 
-    def set_head(self, head: nn.Linear) -> None:
-        """Use ``head`` (an ``nn.Linear``) from now on; used by `oodscore.evaluate`."""
+    def set_head(self, head: nn.Linear | None) -> None:
+        """Use ``head`` (an ``nn.Linear``) from now on, or no head with ``None``.
+
+        `oodscore.evaluate` lends the model's head this way for one call, then takes it back.
+        """
         self._init_head(head, None, None)
 
     def head_parameters(self, like: Tensor) -> tuple[Tensor, Tensor | None]:

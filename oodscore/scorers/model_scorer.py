@@ -42,6 +42,7 @@ class ModelScorer(Scorer):
     """
 
     input_kind: ClassVar[InputKind] = "model"
+    differentiable: ClassVar[bool] = False  # the scores come back detached
 
     def __call__(  # type: ignore[override]
         self, model: nn.Module, inputs: Tensor, /, *, forward: Forward | None = None
