@@ -46,7 +46,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import import_pytorch_ood, measure_step
+from measure import cpu_model, import_pytorch_ood, measure_step
 
 MB = 1e6
 LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -279,17 +278,6 @@ def fmt_mb(n_bytes: float) -> str:
 def fmt_range(values: list[float]) -> str:
     low, high = fmt_mb(min(values)), fmt_mb(max(values))
     return low if low == high else f"{low}–{high}"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def report(

@@ -55,7 +55,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -68,7 +67,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import import_pytorch_ood, measure_step
+from measure import cpu_model, import_pytorch_ood, measure_step
 
 MiB = 1 << 20
 MB = 1e6
@@ -681,17 +680,6 @@ def reading(
             f"{best['sklearn-native']['total']:.3f} s. The goal is read against the faster.",
         ]
     return out
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_scaling(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import importlib
 import importlib.util
+import platform
 import sys
 import time
 import types
@@ -57,3 +58,15 @@ def import_pytorch_ood(module: str) -> Any:
         stub.__spec__ = spec
         sys.modules["pytorch_ood"] = stub
     return importlib.import_module(f"pytorch_ood.detector.{module}")
+
+
+def cpu_model() -> str:
+    """The processor's model name, for the results tables."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
