@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -96,6 +97,23 @@ def _to_numpy(t: Tensor) -> np.ndarray[Any, Any]:
     return t.detach().cpu().numpy()
 
 
+FIT_CHUNK_ELEMENTS = 1 << 21
+"""Values per row chunk while fitting statistics (16 MiB in float64): a fit holds its data
+once, plus one chunk converted to float64."""
+
+
+def rows_per_chunk(x: Tensor, elements: int) -> int:
+    """How many rows of ``x`` (N, ...) hold about ``elements`` values (at least one)."""
+    return max(1, elements // max(1, math.prod(x.shape[1:])))
+
+
+def row_slices(x: Tensor, elements: int) -> Iterator[tuple[int, Tensor]]:
+    """``(start, x[start:start + rows])`` views of about ``elements`` values each (>= 1 row)."""
+    rows = rows_per_chunk(x, elements)
+    for start in range(0, x.shape[0], rows):
+        yield start, x[start : start + rows]
+
+
 CHUNK_ELEMENTS = 1 << 19
 """Elements per row block in `map_rows` (2 MiB of float32: stays in a CPU core's cache)."""
 
@@ -108,7 +126,7 @@ def map_rows(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     (2-3x faster on 1M x 80 float32). On other devices, when autograd records the call, or
     for inputs that fit in one block, ``fn`` runs once on all of ``x``.
     """
-    rows = max(1, CHUNK_ELEMENTS // max(1, x[0].numel())) if x.shape[0] else 1
+    rows = rows_per_chunk(x, CHUNK_ELEMENTS)
     if (
         x.device.type != "cpu"
         or x.shape[0] <= rows

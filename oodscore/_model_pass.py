@@ -20,7 +20,7 @@ from oodscore._validation import check_logits, check_matrix
 from oodscore.metrics.classification import check_targets, mean_average_precision
 from oodscore.model_io import ModelIO
 from oodscore.nn.features import FeatureCapture
-from oodscore.scorer_set import of_kind, score_all, score_model_inputs
+from oodscore.scorer_set import score_all, score_model_inputs
 from oodscore.scorers.base import Scorer
 
 T = TypeVar("T")
@@ -104,6 +104,9 @@ class ModelPass:
         """
         num_classes = 0
         has_targets: bool | None = None
+        model_scorers = {
+            label: s for label, s in (scorers or {}).items() if s.input_kind == "model"
+        }
         for index, batch in enumerate(_progress(loader, name, self.progress)):
             where = f"batch {index} of {name!r}"
             targets = self.io.targets(batch, where) if read_targets else None
@@ -129,9 +132,9 @@ class ModelPass:
             has_targets = targets is not None
             features = self._features(calls, logits, where)
             model_scores = {}
-            if scorers is not None and of_kind(scorers, "model"):
+            if model_scorers:
                 inputs = self.io.tensor_inputs(batch, self.device, where)
-                model_scores = score_model_inputs(scorers, self.model, inputs)
+                model_scores = score_model_inputs(model_scorers, self.model, inputs)
             yield Step(index, logits, features, targets, model_scores)
         if not num_classes:
             raise ValueError(f"The {name!r} loader yielded no samples.")

@@ -3,12 +3,11 @@ r"""KL matching: the divergence of a softmax posterior from the closest class te
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-from oodscore.functional.mahalanobis import FIT_CHUNK_ELEMENTS
+from oodscore._arrays import FIT_CHUNK_ELEMENTS, row_slices
 
 
 def kl_log_templates(logits: Tensor, groups: Tensor, num_groups: int) -> Tensor:
@@ -28,11 +27,11 @@ def kl_log_templates(logits: Tensor, groups: Tensor, num_groups: int) -> Tensor:
     """
     width = logits.shape[1]
     maxima = logits.new_full((num_groups, width), -math.inf, dtype=torch.float64)
-    for start, chunk in _chunks(logits):
+    for start, chunk in row_slices(logits, FIT_CHUNK_ELEMENTS):
         index = groups[start : start + len(chunk), None].to(logits.device).expand(chunk.shape)
         maxima.scatter_reduce_(0, index, _log_softmax(chunk), reduce="amax")
     sums = torch.zeros_like(maxima)
-    for start, chunk in _chunks(logits):
+    for start, chunk in row_slices(logits, FIT_CHUNK_ELEMENTS):
         index = groups[start : start + len(chunk)].to(logits.device)
         sums.index_add_(0, index, (_log_softmax(chunk) - maxima[index]).exp())
     counts = torch.bincount(groups, minlength=num_groups).to(maxima)
@@ -55,10 +54,3 @@ def kl_matching_score(logits: Tensor, log_templates: Tensor) -> Tensor:
 
 def _log_softmax(logits: Tensor) -> Tensor:
     return torch.log_softmax(logits.to(torch.float64), dim=1)
-
-
-def _chunks(logits: Tensor) -> Iterator[tuple[int, Tensor]]:
-    """``(start, logits[start:stop])`` row slices of about `FIT_CHUNK_ELEMENTS` values each."""
-    size = max(1, FIT_CHUNK_ELEMENTS // max(1, logits.shape[1]))
-    for start in range(0, logits.shape[0], size):
-        yield start, logits[start : start + size]

@@ -8,10 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from oodscore._arrays import compute_dtype
-
-FIT_CHUNK_ELEMENTS = 1 << 21
-"""Feature values per chunk while fitting (16 MiB in float64): memory O(D^2) plus one chunk."""
+from oodscore._arrays import FIT_CHUNK_ELEMENTS, compute_dtype, rows_per_chunk
 
 
 def class_means(
@@ -132,7 +129,7 @@ def _chunks(features: Tensor, rows: Tensor) -> Iterator[tuple[int, int, Tensor]]
     When ``rows`` is every row once, in order (single-label and unlabelled data), the pieces
     are slices of ``features`` (views), not gathered copies.
     """
-    size = max(1, FIT_CHUNK_ELEMENTS // max(1, features.shape[1]))
+    size = rows_per_chunk(features, FIT_CHUNK_ELEMENTS)
     identity = len(rows) == features.shape[0] and bool(
         torch.equal(rows.cpu(), torch.arange(len(rows)))
     )

@@ -14,8 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-FIT_CHUNK_ELEMENTS = 1 << 21
-"""Feature values per chunk while summing the fit features (16 MiB in float64)."""
+from oodscore._arrays import FIT_CHUNK_ELEMENTS, row_slices
 
 
 def linear_percentile(values: Tensor, q: float) -> Tensor:
@@ -115,10 +114,9 @@ def sharpening_exponent(features: Tensor, kept: Tensor) -> Tensor:
 
 def feature_mean(features: Tensor) -> Tensor:
     r"""The mean $\bar h = \frac{1}{N} \sum_i h_i$ (D,) in float64, summed chunk by chunk."""
-    rows = max(1, FIT_CHUNK_ELEMENTS // max(1, features.shape[1]))
     total = features.new_zeros(features.shape[1], dtype=torch.float64)
-    for start in range(0, features.shape[0], rows):
-        total += features[start : start + rows].sum(dim=0, dtype=torch.float64)
+    for _, chunk in row_slices(features, FIT_CHUNK_ELEMENTS):
+        total += chunk.sum(dim=0, dtype=torch.float64)
     return total / features.shape[0]
 
 

@@ -2,12 +2,10 @@ r"""Virtual-logit matching (ViM): the residual of features outside their princip
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor
 
-from oodscore.functional.mahalanobis import FIT_CHUNK_ELEMENTS
+from oodscore._arrays import FIT_CHUNK_ELEMENTS, row_slices
 
 
 def vim_origin(weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -40,7 +38,7 @@ def centred_covariance(features: Tensor, origin: Tensor) -> Tensor:
     """
     dimension = features.shape[1]
     scatter = origin.new_zeros((dimension, dimension))
-    for chunk in _chunks(features):
+    for _, chunk in row_slices(features, FIT_CHUNK_ELEMENTS):
         centred = chunk.to(torch.float64) - origin
         scatter.addmm_(centred.T, centred)
     return scatter / features.shape[0]
@@ -81,7 +79,7 @@ def vim_alpha(
     bias = None if bias is None else bias.to(torch.float64)
     top = origin.new_zeros(())
     residual = origin.new_zeros(())
-    for chunk in _chunks(features):
+    for _, chunk in row_slices(features, FIT_CHUNK_ELEMENTS):
         rows = chunk.to(torch.float64)
         top += torch.nn.functional.linear(rows, weight, bias).amax(dim=1).sum()
         residual += residual_norm(rows, origin, space).sum()
@@ -94,10 +92,3 @@ def vim_score(logits: Tensor, residual: Tensor, alpha: Tensor) -> Tensor:
     Computed in the dtype of ``residual`` (float64).
     """
     return torch.logsumexp(logits.to(residual.dtype), dim=1) - alpha * residual
-
-
-def _chunks(features: Tensor) -> Iterator[Tensor]:
-    """Row slices (views) of ``features`` of about `FIT_CHUNK_ELEMENTS` values each."""
-    size = max(1, FIT_CHUNK_ELEMENTS // max(1, features.shape[1]))
-    for start in range(0, features.shape[0], size):
-        yield features[start : start + size]
