@@ -20,7 +20,7 @@ PERCENT = Interval(Real, 0, 100, closed="neither")
 
 @register_scorer("react")
 class ReAct(UsesHead, ComposesLogitScorer, FittedScorer):
-    r"""ReAct: clip the penultimate features at $c$, apply the head, score the logits.
+    r"""ReAct: clip the penultimate features at a threshold, apply the head, score the logits.
 
     $$ S(h) = s\big(W \min(h, c) + b\big), \qquad c = \operatorname{percentile}_p
        \{h_{id} : i \le N, d \le D\} $$
