@@ -2,7 +2,7 @@
 
 Every score follows one convention: **higher = more in-distribution**.
 
-Example:
+Examples:
     >>> import torch
     >>> from oodscore import JointEnergy
     >>> JointEnergy()(torch.tensor([[4.0, -3.0, 2.5], [-5.0, -4.0, -6.0]]))

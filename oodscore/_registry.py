@@ -19,7 +19,7 @@ class Registry(Generic[T]):
     Args:
         kind: What the registry holds, in words ("scorer"); used in error messages.
 
-    Example:
+    Examples:
         >>> registry: Registry[object] = Registry("widget")
         >>> @registry.register("round_widget")
         ... class RoundWidget:

@@ -36,7 +36,7 @@ NEAR, INVERTED, NOISE = "digits 6-9", "inverted 6-9", "uniform noise"
 def uniform_noise(num_images: int, shape: tuple[int, int], *, seed: int = 0) -> Tensor:
     """``num_images`` images of independent U(0, 1) pixels, float32 (N, H, W).
 
-    Example:
+    Examples:
         >>> from oodscore.data import uniform_noise
         >>> x = uniform_noise(3, (8, 8), seed=1)
         >>> tuple(x.shape), bool((x >= 0).all() and (x < 1).all())
@@ -55,7 +55,7 @@ def single_label_sets(*, seed: int = 0) -> DemoSets:
       and a large shift of appearance, which logit-based scores famously miss.
     - ``uniform noise``: U(0, 1) pixels, as many as ID test images: far OOD.
 
-    Example:
+    Examples:
         >>> from oodscore.data import single_label_sets
         >>> sets = single_label_sets()
         >>> len(sets.x_train), len(sets.x_test), {k: len(v) for k, v in sets.ood.items()}
@@ -97,7 +97,7 @@ def multi_label_sets(*, seed: int = 0, num_train: int = 3000, num_test: int = 60
         num_train: Number of training composites.
         num_test: Number of composites in the ID test set and in each OOD set.
 
-    Example:
+    Examples:
         >>> from oodscore.data import multi_label_sets
         >>> sets = multi_label_sets(num_train=10, num_test=4)
         >>> tuple(sets.x_train.shape), tuple(sets.y_train.shape), sorted(sets.ood)

@@ -47,7 +47,7 @@ def load_digits_split(
         test_fraction: Share of each ID class held out for testing, in (0, 1).
         seed: Seed of the stratified shuffle.
 
-    Example:
+    Examples:
         >>> from oodscore.data import load_digits_split
         >>> split = load_digits_split()
         >>> split.x_train.shape[1:], split.num_classes, len(split.x_ood)
@@ -114,7 +114,7 @@ def make_composites(
         Composites of shape (num_images, grid*H, grid*W) and float32 multi-hot labels of
         shape (num_images, num_classes).
 
-    Example:
+    Examples:
         >>> from oodscore.data import load_digits_split, make_composites
         >>> split = load_digits_split()
         >>> x, y = make_composites(split.x_train, split.y_train, 5, num_classes=6)
