@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 
-echo "==> ruff check";          ruff check oodscore tests benchmarks
-echo "==> ruff format --check"; ruff format --check oodscore tests benchmarks
+echo "==> ruff check";          ruff check oodscore tests benchmarks docs/hooks
+echo "==> ruff format --check"; ruff format --check oodscore tests benchmarks docs/hooks
 echo "==> mypy --strict";       mypy
 echo "==> mkdocs build --strict"
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
