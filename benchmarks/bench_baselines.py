@@ -5,7 +5,7 @@ Usage:
         [--output benchmarks/results/baselines.md]
 
 For each task of ``oodscore demo`` (single-label digits 0-5; multi-label 2×2 composites of
-digits 0-5) and each seed, the demo's MLP is trained (`oodscore.commands.demo.train`), then
+digits 0-5) and each seed, the demo's MLP is trained (`oodscore.commands.demo_tasks.train`), then
 ONE `evaluate` call scores the ID test set and the three OOD sets (digits 6-9, the same
 inverted, uniform noise) with every registered scorer at its defaults: the logit scorers
 read the logits, the feature scorers the head's input (post-ReLU, 128-d), the head scorers
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import configure_threads, markdown_table, write_results
 
 from oodscore import Report, Scorer, evaluate, get_scorer, list_scorers
-from oodscore.commands.demo import FULL, train
+from oodscore.commands.demo_tasks import FULL, train
 from oodscore.data import multi_label_sets, single_label_sets
 from oodscore.data.demo import DemoSets
 

@@ -72,7 +72,7 @@ from oodscore.scorers import (
     unregister_scorer,
 )
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ASH",

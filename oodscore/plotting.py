@@ -8,7 +8,7 @@ drawn, so that the rest of the library works without it. `oodscore.Report.figure
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,20 +20,38 @@ from oodscore.metrics import roc_curve
 if TYPE_CHECKING:
     from oodscore.report import PathLike, Report
 
-__all__ = ["check_plot_path", "clip_to_finite", "report_figure", "save_figure"]
+__all__ = [
+    "check_plot_path",
+    "clip_to_finite",
+    "comparison_figure",
+    "report_figure",
+    "save_figure",
+]
+
+LEGEND_BELOW: dict[str, Any] = {
+    "loc": "upper center",
+    "bbox_to_anchor": (0.5, -0.28),
+    "fontsize": 7,
+}
+"""Legends sit under their panel, so they never hide a curve or a bar."""
+
+LINE_STYLES = ("-", "--", "-.", ":")
+"""Line styles of the models in `comparison_figure`, in order."""
 
 
-def report_figure(report: Report, *, bins: int = 40) -> Any:
+def report_figure(report: Report, *, bins: int = 40, title: str | None = None) -> Any:
     """The histograms and ROC curves of ``report`` as a ``matplotlib.figure.Figure``.
 
     One row of panels per scorer: a histogram of the ID and OOD scores for each OOD set
     (bins shared by ID and OOD), then the ROC curves of every OOD set (ID positive, AUROC in
-    the legend). The figure is neither shown nor saved.
+    the legend). Every panel has a title and axis labels, legends sit under their panel, and
+    the figure's title says what is shown. The figure is neither shown nor saved.
 
     Args:
         report: A report holding scores (from `oodscore.evaluate`,
             `oodscore.evaluate_logits` or `oodscore.Report.from_scores`).
         bins: Histogram bins.
+        title: The figure's title (default: what the panels show).
 
     Raises:
         ImportError: If matplotlib is not installed.
@@ -46,7 +64,11 @@ def report_figure(report: Report, *, bins: int = 40) -> Any:
         )
     Figure = _figure_class()  # noqa: N806 (a class)
     n_rows, n_cols = len(report.scorers), len(report.ood_sets) + 1
-    figure = Figure(figsize=(3.2 * n_cols, 2.6 * n_rows), layout="constrained")
+    figure = Figure(figsize=(3.4 * n_cols, 3.3 * n_rows), layout="constrained")
+    figure.suptitle(
+        title or "OOD scores: ID vs each OOD set, and ROC curves (higher score = more ID)",
+        fontsize=10,
+    )
     axes = figure.subplots(n_rows, n_cols, squeeze=False)
     for row, scorer in enumerate(report.scorers):
         id_scores = report.id_scores[scorer]
@@ -60,7 +82,8 @@ def report_figure(report: Report, *, bins: int = 40) -> Any:
             axis.hist(ood_shown, bins=edges, density=True, alpha=0.55, label=ood_set)
             axis.set_title(f"{scorer}: ID vs {ood_set}", fontsize=9)
             axis.set_xlabel("score (higher = more ID)", fontsize=8)
-            axis.legend(fontsize=7)
+            axis.set_ylabel("density", fontsize=8)
+            axis.legend(ncols=2, **LEGEND_BELOW)
             if note:
                 axis.text(0.02, 0.98, note, transform=axis.transAxes, va="top", fontsize=6)
             fpr, tpr, _ = roc_curve(id_scores, ood)
@@ -70,7 +93,67 @@ def report_figure(report: Report, *, bins: int = 40) -> Any:
         roc_axis.set_title(f"{scorer}: ROC (ID positive)", fontsize=9)
         roc_axis.set_xlabel("FPR (OOD accepted)", fontsize=8)
         roc_axis.set_ylabel("TPR (ID accepted)", fontsize=8)
-        roc_axis.legend(fontsize=7, title="AUROC", title_fontsize=7)
+        roc_axis.legend(title="OOD set (AUROC)", title_fontsize=7, **LEGEND_BELOW)
+    return figure
+
+
+def comparison_figure(
+    reports: Mapping[str, Report], scorer: str, *, title: str | None = None
+) -> Any:
+    """ROC curves of one ``scorer`` for several models (reports), one panel per OOD set.
+
+    Each panel draws the ROC curve (ID positive) of every report on one OOD set, with its
+    AUROC in the legend, so that trainings of the same model can be compared at a glance.
+    The reports must share their OOD sets and hold ``scorer``.
+
+    Args:
+        reports: ``{label: report}``, e.g. one report per training recipe.
+        scorer: The scorer whose curves are drawn.
+        title: The figure's title (default: what the panels show).
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If ``reports`` is empty, a report holds no scores, or the reports do not
+            share their OOD sets and ``scorer``.
+    """
+    if not reports:
+        raise ValueError("Expected at least one report in `reports`, got none.")
+    first = next(iter(reports.values()))
+    for label, report in reports.items():
+        if not report.id_scores or not report.ood_scores:
+            raise ValueError(f"The report {label!r} holds no scores to plot.")
+        if list(report.ood_sets) != list(first.ood_sets) or scorer not in report.scorers:
+            raise ValueError(
+                f"The report {label!r} does not share the OOD sets {list(first.ood_sets)} "
+                f"and the scorer {scorer!r} of the others."
+            )
+    Figure = _figure_class()  # noqa: N806 (a class)
+    n_cols = len(first.ood_sets)
+    figure = Figure(figsize=(3.4 * n_cols, 3.8), layout="constrained")
+    figure.suptitle(
+        title or f"{scorer}: ROC curves of each model on each OOD set (ID positive)",
+        fontsize=10,
+    )
+    axes = figure.subplots(1, n_cols, squeeze=False)[0]
+    for axis, ood_set in zip(axes, first.ood_sets, strict=True):
+        for i, (label, report) in enumerate(reports.items()):
+            fpr, tpr, _ = roc_curve(report.id_scores[scorer], report.ood_scores[ood_set][scorer])
+            auroc = report[ood_set, scorer].get("auroc", float("nan"))
+            # equal curves (two trainings that end alike) stay visible: the later one is
+            # drawn thinner and dashed on top of the earlier
+            style = LINE_STYLES[i % len(LINE_STYLES)]
+            axis.plot(
+                fpr,
+                tpr,
+                linestyle=style,
+                linewidth=2.2 - 0.4 * (i % 4),
+                label=f"{label} ({auroc:.2f})",
+            )
+        axis.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
+        axis.set_title(f"ID vs {ood_set}", fontsize=9)
+        axis.set_xlabel("FPR (OOD accepted as ID)", fontsize=8)
+        axis.set_ylabel("TPR (ID accepted)", fontsize=8)
+        axis.legend(title="model (AUROC)", title_fontsize=7, **LEGEND_BELOW)
     return figure
 
 
@@ -160,5 +243,6 @@ def save_figure(
     """
     fmt = _check_format(figure, path)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, dpi=dpi)
+    # "tight" keeps the legends placed under the panels inside the image
+    figure.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
     write_atomic(path, buffer.getvalue(), force=force, inputs=inputs)

@@ -180,6 +180,13 @@ class Report:
                 `oodscore.metrics.fpr_at_tpr`).
             feature_layer: The layer the feature scorers read, to carry along.
         """
+        for name, value in (("id_scores", id_scores), ("ood_scores", ood_scores)):
+            if not isinstance(value, Mapping):
+                raise TypeError(
+                    f"Expected `{name}` to be a dict keyed by "
+                    f"{'scorer' if name == 'id_scores' else 'OOD set'} name, "
+                    f"got {type(value).__name__}."
+                )
         if not id_scores:
             raise ValueError("Expected `id_scores` to hold at least one scorer.")
         if not ood_scores:
@@ -395,6 +402,7 @@ class Report:
         inputs: Iterable[PathLike] = (),
         bins: int = 40,
         dpi: int = 100,
+        title: str | None = None,
     ) -> None:
         """Save score histograms (ID vs each OOD set) and ROC curves to an image file.
 
@@ -409,16 +417,18 @@ class Report:
             inputs: Files the report was made from; ``path`` may never be one of them.
             bins: Histogram bins (shared by ID and OOD in each panel).
             dpi: Resolution of raster formats.
+            title: The figure's title (default: what the panels show).
 
         Raises:
             ImportError: If matplotlib is not installed (``pip install oodscore[plot]``).
             ValueError: If the report holds no scores, or the format is unknown.
         """
-        save_figure(self.figure(bins=bins), path, force=force, inputs=inputs, dpi=dpi)
+        figure = self.figure(bins=bins, title=title)
+        save_figure(figure, path, force=force, inputs=inputs, dpi=dpi)
 
-    def figure(self, *, bins: int = 40) -> Any:
+    def figure(self, *, bins: int = 40, title: str | None = None) -> Any:
         """The `plot` figure as a ``matplotlib.figure.Figure`` (not shown, not saved)."""
-        return report_figure(self, bins=bins)
+        return report_figure(self, bins=bins, title=title)
 
 
 def _as_numpy(x: Any, name: str) -> Array:
