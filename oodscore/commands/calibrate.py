@@ -1,0 +1,227 @@
+"""``oodscore calibrate``: held-out ID logits (or scores) -> a detector file for ``detect``.
+
+The detector file holds the scorer's name and parameters, the group rule and the
+calibration as tensors (`oodscore.detection.save_detector`); it is read back with
+``torch.load(weights_only=True)``, never unpickled. The calibration report (and, with
+``--ood``, the OOD detection rate at the calibrated thresholds) is printed on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oodscore.commands.score import (
+    add_reading_options,
+    check_fit_options,
+    check_kind,
+    parse_params,
+    reading,
+    reads,
+)
+
+if TYPE_CHECKING:
+    from oodscore.detection.grouping import Grouping
+    from oodscore.scorers.base import Scorer
+
+GROUP_RULES = ("predicted_class", "label_count")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``calibrate`` subcommand."""
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="calibrate an OOD detector on held-out ID logits or scores (-> detector file)",
+        description=(
+            "Calibrate a split-conformal OOD detector at level ALPHA on the held-out ID "
+            "logits in INPUT (features for a feature scorer; scores with --scores), scored "
+            "with the scorer NAME, and write it to DETECTOR (.pt). A new ID input "
+            "exchangeable with INPUT is then rejected with probability at most ALPHA."
+        ),
+    )
+    parser.add_argument("name", metavar="NAME", help="a scorer name from `oodscore list`")
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        type=Path,
+        help="held-out ID logits (N, C) (features for a feature scorer; scores with --scores)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="DETECTOR",
+        help="detector file to write (.pt)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        required=True,
+        help="level in (0, 1): the bound on the rate of ID inputs rejected",
+    )
+    parser.add_argument(
+        "--scores",
+        action="store_true",
+        help="INPUT (and --ood) hold (N,) scores of NAME, higher = more ID (no grouping)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scorer parameter, repeatable (e.g. --param temperature=2)",
+    )
+    parser.add_argument("--key", help="array to read from .npz files or dicts in .pt files")
+    parser.add_argument("--force", action="store_true", help="overwrite DETECTOR if it exists")
+    parser.add_argument(
+        "--ood", type=Path, metavar="DATA", help="OOD validation logits: report the detection rate"
+    )
+    groups = parser.add_argument_group("Mondrian calibration", "one threshold per group")
+    groups.add_argument(
+        "--group-by", choices=GROUP_RULES, help="predicted class, or labels over the threshold"
+    )
+    groups.add_argument(
+        "--label-threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="sigmoid threshold of --group-by label_count (default 0.5)",
+    )
+    groups.add_argument(
+        "--class-groups",
+        type=Path,
+        metavar="FILE",
+        help="group id of each class: C integers (groups of predicted classes)",
+    )
+    groups.add_argument(
+        "--merge-small-groups",
+        action="store_true",
+        help="pool the groups too small for ALPHA into one 'rest' group instead of refusing",
+    )
+    fitted = parser.add_argument_group("fitted scorers", "--fit or --state, exactly one")
+    fitted.add_argument("--fit", type=Path, metavar="DATA", help="fit on these ID logits/features")
+    fitted.add_argument("--fit-targets", type=Path, metavar="TARGETS", help="targets of --fit")
+    fitted.add_argument("--state", type=Path, metavar="STATE", help="a fitted scorer's state file")
+    add_reading_options(parser)
+    parser.set_defaults(run=run, save_state=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the options, build and calibrate the detector, write it, print the report."""
+    # NumPy, torch and the detector load here, when the command runs, not when it registers.
+    from oodscore._validation import UNIT_OPEN
+    from oodscore.detection.detector import OODDetector
+    from oodscore.detection.detector_file import check_detector_suffix, save_detector
+    from oodscore.io import check_outputs
+    from oodscore.scorers.base import SCORERS
+
+    alpha = UNIT_OPEN.check(args.alpha, "--alpha")
+    cls = SCORERS.get_class(args.name)
+    check_kind(args.name, cls)
+    params = parse_params(args.param, cls)
+    check_fit_options(args, cls)
+    check_detector_suffix(args.output)
+    inputs = [
+        p
+        for p in (args.input, args.ood, args.fit, args.fit_targets, args.state, args.class_groups)
+        if p is not None
+    ]
+    check_outputs([args.output], inputs, force=args.force)
+    if args.fit is not None and args.fit.resolve() == args.input.resolve():
+        raise ValueError(
+            "--fit is INPUT: the guarantee needs calibration data the scorer was not fitted "
+            "on; hold out a separate ID set."
+        )
+    options = reading(args)
+    grouping = _grouping(args, cls, options)
+    scorer = _scorer(args, cls, params, options)
+    detector = OODDetector(scorer, grouping=grouping, merge_small_groups=args.merge_small_groups)
+    data = _data(args, scorer, args.input, options)
+    try:
+        detector.calibrate(alpha=alpha, **data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"Cannot calibrate on {str(args.input)!r}: {error}") from None
+    ood_rate = None
+    if args.ood is not None:
+        try:
+            ood_rate = detector.ood_detection_rate(**_data(args, scorer, args.ood, options))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"Cannot score --ood {str(args.ood)!r}: {error}") from None
+    save_detector(detector, args.output, force=args.force, inputs=inputs)
+    print(detector.report)
+    if ood_rate is not None:
+        print(f"{ood_rate} on {str(args.ood)!r}")
+    return 0
+
+
+def _grouping(
+    args: argparse.Namespace, cls: type[Scorer], options: dict[str, Any]
+) -> Grouping | None:
+    """The group rule of ``--group-by``/``--class-groups``, refused where nothing reads logits."""
+    from oodscore.detection.grouping import ByClassGroups, ByLabelCount, ByPredictedClass
+    from oodscore.io import load_targets
+
+    if args.group_by is not None and args.class_groups is not None:
+        raise ValueError("Give --group-by or --class-groups, not both.")
+    if args.label_threshold is not None and args.group_by != "label_count":
+        raise ValueError("--label-threshold applies only to --group-by label_count.")
+    if args.merge_small_groups and args.group_by is None and args.class_groups is None:
+        raise ValueError("--merge-small-groups needs --group-by or --class-groups.")
+    if args.group_by is None and args.class_groups is None:
+        return None
+    if args.scores or cls.input_kind != "logits":
+        what = "scores (--scores)" if args.scores else reads(cls)
+        raise ValueError(
+            f"Groups are read from the logits, and INPUT holds {what}; group with logits input."
+        )
+    if args.group_by == "predicted_class":
+        return ByPredictedClass()
+    if args.group_by == "label_count":
+        threshold = 0.5 if args.label_threshold is None else args.label_threshold
+        return ByLabelCount(threshold=threshold)
+    table = load_targets(args.class_groups, **options)
+    if table.ndim != 1 or table.dtype.kind not in "iu":
+        raise ValueError(
+            f"Expected {str(args.class_groups)!r} to hold one integer group id per class, got "
+            f"{table.dtype} values of shape {table.shape}."
+        )
+    return ByClassGroups([int(v) for v in table])
+
+
+def _scorer(
+    args: argparse.Namespace, cls: type[Scorer], params: dict[str, Any], options: dict[str, Any]
+) -> Scorer:
+    """The scorer, fitted on ``--fit`` or read from ``--state`` when it is a fitted scorer."""
+    from oodscore.io import load_array, load_targets
+    from oodscore.scorers.base import FittedScorer
+    from oodscore.state_file import load_state
+
+    if args.state is not None:
+        return load_state(
+            args.state, name=args.name, params=params, decompress_limit=args.decompress_limit
+        )
+    scorer = cls(**params)
+    if isinstance(scorer, FittedScorer):
+        fit_data = load_array(args.fit, **options)
+        targets = None if args.fit_targets is None else load_targets(args.fit_targets, **options)
+        try:
+            scorer.fit(fit_data, targets)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"Cannot fit {args.name!r} on {str(args.fit)!r}: {error}") from None
+    return scorer
+
+
+def _data(
+    args: argparse.Namespace, scorer: Scorer, path: Path, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``{"logits"|"features"|"scores": array}`` of one input file."""
+    from oodscore.io import load_array
+
+    array = load_array(path, **options)
+    if args.scores:
+        if array.ndim == 2 and array.shape[1] == 1:  # a one-column CSV of scores
+            array = array[:, 0]
+        return {"scores": array}
+    return {reads(scorer): array}
