@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -97,6 +99,128 @@ def test_schedule_gap_off_before_start_epoch_and_on_after():
         assert loss.gap_weight_at(epoch) == 0.5
 
 
+@pytest.mark.parametrize(
+    ("start_epoch", "num_epochs", "first"),
+    [
+        (0.2, 250, 50),  # the official 50 of 250
+        (0.2, 30, 6),
+        (0.2, 4, 1),  # 0.8 rounds to 1
+        (0.5, 5, 3),  # 2.5: halves round up
+        (0.1, 4, 0),  # 0.4 rounds to 0: on from the start
+        (0.0, 7, 0),
+        (0.99, 100, 99),
+        (50, 250, 50),  # an integer epoch keeps its meaning
+        (3, None, 3),
+    ],
+)
+def test_start_epoch_relative_to_the_run(start_epoch, num_epochs, first):
+    z_in, z_out = logits(10, seed=7), logits(10, seed=8) + 3
+    loss = EDGELoss(gap_weight=0.5, tail_size=4, start_epoch=start_epoch, num_epochs=num_epochs)
+    assert loss.first_gap_epoch == first
+    conf_only = ref.edge_conf(z_out.numpy())
+    with_gap = conf_only + 0.5 * ref.edge_gap(z_in.numpy(), z_out.numpy(), 1.0, 4)
+    last = (num_epochs or 100) - 1
+    for epoch in sorted({0, max(first - 1, 0), first, last}):
+        expected = with_gap if epoch >= first else conf_only
+        got = loss(logits_in=z_in, logits_out=z_out, epoch=epoch).item()
+        assert got == pytest.approx(expected, rel=1e-12), epoch
+        assert loss.gap_weight_at(epoch) == (0.5 if epoch >= first else 0.0)
+
+
+def test_fraction_of_the_official_run_is_the_official_schedule():
+    z_in, z_out = logits(16, seed=3), logits(12, seed=4) + 2
+    official, relative = EDGELoss(), EDGELoss(start_epoch=0.2, num_epochs=250)
+    for epoch in (0, 49, 50, 249):
+        torch.testing.assert_close(
+            relative(logits_in=z_in, logits_out=z_out, epoch=epoch),
+            official(logits_in=z_in, logits_out=z_out, epoch=epoch),
+            rtol=0,
+            atol=0,
+        )
+
+
+def _run(loss, epochs, seed=20):
+    z_in, z_out = logits(8, seed=seed), logits(8, seed=seed + 1)
+    return [loss(logits_in=z_in, logits_out=z_out, epoch=e).item() for e in epochs]
+
+
+def test_warns_once_at_construction_when_the_run_ends_before_the_gap():
+    """The trap of the issue: 30 epochs with the official start 50 are plain multi-label OE."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = EDGELoss(num_epochs=30)
+        values = _run(loss, range(30))
+        loss.finish()
+        loss.finish()
+    assert [w.category for w in caught] == [UserWarning]
+    text = str(caught[0].message)
+    assert re.search(
+        r"gap term starts at epoch 50 \(start_epoch=50\) but the run has num_epochs=30 "
+        r"\(epochs 0 to 29\): it never turns on.*plain multi-label outlier exposure",
+        text,
+    )
+    assert "start_epoch=0.2" in text
+    assert "50 of 250" in text
+    z_out = logits(8, seed=21).numpy()
+    assert values == pytest.approx([ref.edge_conf(z_out)] * 30, rel=1e-12)
+    assert caught[0].filename == __file__  # points at the user's line
+
+
+def test_fraction_that_rounds_to_the_end_warns():
+    with pytest.warns(UserWarning, match=r"starts at epoch 2 \(start_epoch=0.9\).*num_epochs=2"):
+        EDGELoss(start_epoch=0.9, num_epochs=2)
+
+
+def test_finish_warns_once_when_the_gap_never_turned_on():
+    loss = EDGELoss()  # start 50, run length unknown
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning while training
+        _run(loss, range(10))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss.finish()
+        loss.finish()
+    assert len(caught) == 1
+    assert caught[0].category is UserWarning
+    assert re.search(
+        r"never turned on: it starts at epoch 50 \(start_epoch=50\) and the last epoch it "
+        r"saw was 9, so the loss was plain multi-label outlier exposure",
+        str(caught[0].message),
+    )
+    assert caught[0].filename == __file__
+    with pytest.warns(UserWarning, match=r"epoch 50 .*and no call reached this loss"):
+        EDGELoss().finish()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: EDGELoss(start_epoch=2),
+        lambda: EDGELoss(start_epoch=0.2, num_epochs=5),
+        lambda: EDGELoss(start_epoch=4, num_epochs=5),
+        lambda: EDGELoss(gap_weight=0.0, num_epochs=5),  # the gap is off on purpose
+    ],
+)
+def test_no_warning_when_the_gap_turned_on(make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = make()
+        _run(loss, range(5))
+        loss.finish()
+    if loss.gap_weight > 0:
+        assert loss.last_terms["gap_weight"].item() == loss.gap_weight
+
+
+def test_epoch_must_lie_in_the_run():
+    loss = EDGELoss(start_epoch=0.2, num_epochs=5)
+    z = logits(4)
+    loss(logits_in=z, logits_out=z, epoch=4)
+    with pytest.raises(
+        ValueError, match=r"`epoch` < `num_epochs` = 5 \(epochs are 0-based\), got 5"
+    ):
+        loss(logits_in=z, logits_out=z, epoch=5)
+
+
 def test_batch_of_one():
     z_in, z_out = logits(1, seed=9), logits(1, seed=10)
     got = EDGELoss(**WEIGHT_ONE, start_epoch=0)(logits_in=z_in, logits_out=z_out, epoch=0)
@@ -128,6 +252,7 @@ def test_defaults_come_from_the_official_code():
         "margin": 1.0,
         "tail_size": 50,
         "start_epoch": 50,
+        "num_epochs": None,
         "validate_args": True,
     }
     assert "edge" in oodscore.list_regularizers()
@@ -145,6 +270,14 @@ def test_defaults_come_from_the_official_code():
         ({"tail_size": 0}, "tail_size"),
         ({"tail_size": 2.5}, "tail_size"),
         ({"start_epoch": -1}, "start_epoch"),
+        ({"start_epoch": 1.0, "num_epochs": 10}, r"`start_epoch` to be an integer epoch >= 0 or"),
+        ({"start_epoch": 50.0}, r"a fraction in \[0, 1\) of `num_epochs`, got 50.0"),
+        ({"start_epoch": -0.2, "num_epochs": 10}, r"`start_epoch`.*got -0.2"),
+        ({"start_epoch": math.nan, "num_epochs": 10}, r"`start_epoch`.*got nan"),
+        ({"start_epoch": True}, r"`start_epoch`.*got True"),
+        ({"start_epoch": 0.2}, r"Expected `num_epochs` with a fractional `start_epoch`"),
+        ({"num_epochs": 0}, r"`num_epochs` to be an integer >= 1, got 0"),
+        ({"num_epochs": 2.5}, r"`num_epochs`"),
     ],
 )
 def test_bad_hyper_parameters(kwargs, match):

@@ -134,6 +134,33 @@ def test_dtype_is_preserved(name: str, dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_last_terms_are_detached_scalars_named_by_term_names(name: str, dtype: torch.dtype) -> None:
+    reg = _make(name)
+    assert reg.term_names, f"{type(reg).__name__} declares no term_names"
+    assert reg.last_terms == {}, "terms before the first call"
+    inputs = _inputs(reg, dtype)
+    for value in inputs.values():
+        if torch.is_tensor(value) and value.is_floating_point():
+            value.requires_grad_(True)
+    out = reg(**inputs)
+    terms = reg.last_terms
+    assert list(terms) == list(reg.term_names)
+    for key, value in terms.items():
+        assert isinstance(value, torch.Tensor), key
+        assert value.ndim == 0, key
+        assert not value.requires_grad, f"term {key!r} is not detached"
+        assert value.dtype == out.dtype, key
+        assert value.device == out.device, key
+        assert torch.isfinite(value), key
+    # The weights used are logged under their constructor names (every term is on here).
+    for weight in reg.weight_names:
+        assert terms[weight] == torch.tensor(getattr(reg, weight), dtype=out.dtype)
+    terms.clear()  # a copy: the next reader still sees them
+    assert list(reg.last_terms) == list(reg.term_names)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_repr_shows_every_hyper_parameter(name: str) -> None:
     reg = _make(name)
     text = repr(reg)

@@ -2,11 +2,40 @@ r"""EDGE's energy-gap hinge and its spectral distance between feature sets."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from oodscore.functional.energy import joint_energy_score
+
+
+class GapTerms(NamedTuple):
+    r"""$\mathcal{L}_{\text{gap}}$ and the share of its pairs whose hinge is positive."""
+
+    gap: Tensor
+    """The mean hinge over the outlier x tail pairs, with gradients."""
+    active_pairs: Tensor
+    """The fraction of those pairs with a positive hinge, detached."""
+
+
+def edge_gap_terms(
+    logits_in: Tensor, logits_out: Tensor, *, margin: float = 1.0, tail_size: int = 50
+) -> GapTerms:
+    r"""$\mathcal{L}_{\text{gap}}$ (`edge_gap_loss`) and the fraction of its active pairs.
+
+    The fraction is $\frac{1}{Mk}\,\lvert\{(j, i) : S(x^{\text{out}}_j) - S(x^{\text{in}}_i)
+    + m > 0\}\rvert$ over the same pairs: 0 when every outlier already scores $m$ below
+    every tail ID row (the hinge gives no gradient), 1 when none does.
+    """
+    energy_in = joint_energy_score(logits_in)
+    energy_out = joint_energy_score(logits_out)
+    k = min(tail_size, energy_in.shape[0])
+    tail = torch.topk(energy_in, k, largest=False, sorted=False).values
+    hinge = energy_out[:, None] - tail[None, :] + margin
+    active = (hinge.detach() > 0).to(hinge.dtype).mean()
+    return GapTerms(F.relu(hinge).mean(), active)
 
 
 def edge_gap_loss(
@@ -20,11 +49,7 @@ def edge_gap_loss(
     with $S$ the JointEnergy (`joint_energy_score`) and $\text{tail}_k$ the
     ``min(tail_size, N)`` ID rows of lowest $S$. Gradients flow through both sides.
     """
-    energy_in = joint_energy_score(logits_in)
-    energy_out = joint_energy_score(logits_out)
-    k = min(tail_size, energy_in.shape[0])
-    tail = torch.topk(energy_in, k, largest=False, sorted=False).values
-    return F.relu(energy_out[:, None] - tail[None, :] + margin).mean()
+    return edge_gap_terms(logits_in, logits_out, margin=margin, tail_size=tail_size).gap
 
 
 def top_singular_values(features: Tensor, k: int) -> Tensor:

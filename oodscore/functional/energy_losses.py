@@ -11,6 +11,7 @@ weights that underflow (a prior raised to the power 30) never give 0 / 0.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -34,6 +35,89 @@ def _squared_hinge(x: Tensor) -> Tensor:
     return F.relu(x).clamp_max(hinge_cap(x.dtype)).square()
 
 
+class HingeTerms(NamedTuple):
+    """The two squared hinges of the energy losses and the share of samples each one acts on.
+
+    ``hinge_in`` and ``hinge_out`` carry gradients; ``active_in`` and ``active_out`` are
+    detached fractions in [0, 1]. An empty set gives 0 for both of its entries.
+    """
+
+    hinge_in: Tensor
+    r"""$\frac{1}{N}\sum_i \operatorname{relu}(E_i - m_{in})^2$."""
+    hinge_out: Tensor
+    r"""$\frac{1}{M}\sum_j \operatorname{relu}(m_{out} - E_j)^2$, or its weighted mean."""
+    active_in: Tensor
+    r"""The fraction of ID samples with $E_i > m_{in}$ (a positive hinge)."""
+    active_out: Tensor
+    r"""The fraction of outliers with $E_j < m_{out}$ (unweighted)."""
+
+
+class EnergyLossTerms(NamedTuple):
+    """The `HingeTerms` of an energy loss and the free energies they were computed from."""
+
+    hinge_in: Tensor
+    hinge_out: Tensor
+    active_in: Tensor
+    active_out: Tensor
+    energy_in: Tensor
+    """The free energies of the ID rows (N,), with gradients."""
+    energy_out: Tensor
+    """The free energies of the outlier rows (M,), before any margin shift, with gradients."""
+
+
+def squared_hinge_terms(
+    energy_in: Tensor,
+    energy_out: Tensor,
+    *,
+    margin_in: float,
+    margin_out: float,
+    weights_out: Tensor | None = None,
+    log_weights_out: Tensor | None = None,
+) -> HingeTerms:
+    r"""The mean squared ID hinge, the (weighted) mean squared outlier hinge, and their shares.
+
+    $\operatorname{mean}_i \operatorname{relu}(E_i - m_{in})^2$ and $\operatorname{mean}_j
+    \operatorname{relu}(m_{out} - E_j)^2$, the outlier mean weighted by ``weights_out``
+    (non-negative) or by ``exp(log_weights_out)`` (normalized in log space: weights that
+    all underflow still average correctly); with the fraction of samples whose hinge is
+    positive on each side (unweighted, detached). An empty set contributes 0, as does an
+    outlier set whose weights are all 0. Each hinge is capped at `hinge_cap`.
+    """
+    zero = energy_in.new_zeros(())
+    hinge_in, active_in = zero, zero
+    if energy_in.numel():
+        gap_in = energy_in - margin_in
+        hinge_in = finite_sum(_squared_hinge(gap_in), mean=True)
+        active_in = _active_fraction(gap_in)
+    if not energy_out.numel():
+        return HingeTerms(hinge_in, zero, active_in, zero)
+    gap_out = margin_out - energy_out
+    squared = _squared_hinge(gap_out)
+    if log_weights_out is not None:
+        hinge_out: Tensor = torch.linalg.vecdot(torch.softmax(log_weights_out, dim=0), squared)
+    elif weights_out is not None:
+        hinge_out = _weighted_mean(squared, weights_out)
+    else:
+        hinge_out = finite_sum(squared, mean=True)
+    return HingeTerms(hinge_in, hinge_out, active_in, _active_fraction(gap_out))
+
+
+def _active_fraction(gap: Tensor) -> Tensor:
+    """The share of entries with a positive hinge argument, detached (no host sync)."""
+    return (gap.detach() > 0).to(gap.dtype).mean()
+
+
+def hinge_total(hinge_in: Tensor, hinge_out: Tensor, *, dense: bool, outliers: bool) -> Tensor:
+    r"""The unweighted energy loss from its two hinges: their sum, or the dense form's rule.
+
+    ``dense=True`` is the official segmentation weighting (``segmentation/code/losses.py``):
+    the mean of the two terms, $\frac{1}{2}(\text{ID} + \text{outlier})$, when there are
+    ``outliers``, and the ID term alone when there are none.
+    """
+    total = hinge_in + hinge_out
+    return 0.5 * total if dense and outliers else total
+
+
 def squared_hinges(
     energy_in: Tensor,
     energy_out: Tensor,
@@ -47,30 +131,23 @@ def squared_hinges(
     r"""Sum of the mean squared ID hinge and the (weighted) mean squared outlier hinge.
 
     $\operatorname{mean}_i \operatorname{relu}(E_i - m_{in})^2 + \operatorname{mean}_j
-    \operatorname{relu}(m_{out} - E_j)^2$, the outlier mean weighted by ``weights_out``
-    (non-negative) or by ``exp(log_weights_out)`` (normalized in log space: weights that
-    all underflow still average correctly).
-
-    An empty set contributes 0 (a segmentation crop without outlier pixels), as does an
-    outlier set whose weights are all 0. ``dense=True`` is the official segmentation
-    weighting (``segmentation/code/losses.py``): the mean of the two terms,
-    $\frac{1}{2}(\text{ID} + \text{outlier})$, when there are outliers, and the ID term
-    alone when there are none. Each hinge is capped at `hinge_cap`.
+    \operatorname{relu}(m_{out} - E_j)^2$: the two terms of `squared_hinge_terms`, added
+    by `hinge_total`. An empty set contributes 0 (a segmentation crop without outlier
+    pixels), as does an outlier set whose weights are all 0. ``dense=True`` is the
+    official segmentation weighting: the mean of the two terms when there are outliers,
+    and the ID term alone when there are none. Each hinge is capped at `hinge_cap`.
     """
-    total = energy_in.new_zeros(())
-    if energy_in.numel():
-        total = total + finite_sum(_squared_hinge(energy_in - margin_in), mean=True)
-    if not energy_out.numel():
-        return total
-    hinge_out = _squared_hinge(margin_out - energy_out)
-    if log_weights_out is not None:
-        term_out: Tensor = torch.linalg.vecdot(torch.softmax(log_weights_out, dim=0), hinge_out)
-    elif weights_out is not None:
-        term_out = _weighted_mean(hinge_out, weights_out)
-    else:
-        term_out = finite_sum(hinge_out, mean=True)
-    total = total + term_out
-    return 0.5 * total if dense else total
+    terms = squared_hinge_terms(
+        energy_in,
+        energy_out,
+        margin_in=margin_in,
+        margin_out=margin_out,
+        weights_out=weights_out,
+        log_weights_out=log_weights_out,
+    )
+    return hinge_total(
+        terms.hinge_in, terms.hinge_out, dense=dense, outliers=energy_out.numel() > 0
+    )
 
 
 def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
@@ -85,6 +162,25 @@ def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     scaled = weights / largest
     mean: Tensor = torch.linalg.vecdot(scaled / scaled.sum(), values)
     return mean
+
+
+def energy_margin_terms(
+    logits_in: Tensor,
+    logits_out: Tensor,
+    *,
+    margin_in: float = -25.0,
+    margin_out: float = -7.0,
+    temperature: float = 1.0,
+) -> EnergyLossTerms:
+    r"""The terms of the energy-margin loss of ID logits (N, C) and outlier logits (M, C).
+
+    The free energies $E = -T\log\sum_c e^{f_c/T}$ of both sets and their `HingeTerms`
+    against $m_{in}$ and $m_{out}$. No input checks.
+    """
+    energy_in = free_energy(logits_in, temperature)
+    energy_out = free_energy(logits_out, temperature)
+    hinges = squared_hinge_terms(energy_in, energy_out, margin_in=margin_in, margin_out=margin_out)
+    return EnergyLossTerms(*hinges, energy_in=energy_in, energy_out=energy_out)
 
 
 def energy_margin_loss(
@@ -102,14 +198,14 @@ def energy_margin_loss(
        + \frac{1}{M}\sum_j \operatorname{relu}(m_{out} - E(\tilde x_j))^2 $$
 
     No input checks: `oodscore.EnergyMarginLoss` validates. An empty side contributes 0;
-    ``dense=True`` halves the sum when there are outliers (see `squared_hinges`).
+    ``dense=True`` halves the sum when there are outliers (see `hinge_total`). The two
+    terms and the shares of active hinges: `energy_margin_terms`.
     """
-    return squared_hinges(
-        free_energy(logits_in, temperature),
-        free_energy(logits_out, temperature),
-        margin_in=margin_in,
-        margin_out=margin_out,
-        dense=dense,
+    terms = energy_margin_terms(
+        logits_in, logits_out, margin_in=margin_in, margin_out=margin_out, temperature=temperature
+    )
+    return hinge_total(
+        terms.hinge_in, terms.hinge_out, dense=dense, outliers=logits_out.shape[0] > 0
     )
 
 
@@ -154,6 +250,42 @@ def class_log_influence(logits: Tensor, log_weights: Tensor) -> Tensor:
     return torch.logsumexp(terms.clamp_min(lowest), dim=1)
 
 
+def balanced_energy_terms(
+    logits_in: Tensor,
+    logits_out: Tensor,
+    class_prior: Tensor,
+    *,
+    margin_in: float = -23.0,
+    margin_out: float = -5.0,
+    alpha: float = 10.0,
+    gamma: float = 0.05,
+    gamma_weight: float | None = None,
+) -> EnergyLossTerms:
+    r"""The terms of the balanced energy loss of ID logits (N, C) and outlier logits (M, C).
+
+    The ID hinge as in `energy_margin_terms`; the outlier hinge
+    $\operatorname{relu}(m_{out} + \alpha Z_\gamma(\tilde x_j) - E(\tilde x_j))^2$, its
+    mean weighted by $Z_{\gamma_w}$ and its active share unweighted. ``energy_out`` holds
+    the outliers' plain energies $E$, before the shift by $\alpha Z_\gamma$. No input checks.
+    """
+    weight_exponent = gamma if gamma_weight is None else gamma_weight
+    log_q_margin = prior_log_weights(class_prior, gamma).to(logits_out.device)
+    log_q_weight = prior_log_weights(class_prior, weight_exponent).to(logits_out.device)
+    influence_margin = class_log_influence(logits_out, log_q_margin).exp()
+    energy_in = free_energy(logits_in)
+    energy_out = free_energy(logits_out)
+    # The outlier margin moves up by alpha * Z; Z is not detached (as in the official
+    # code), so gradients also flow through the softmax inside Z.
+    hinges = squared_hinge_terms(
+        energy_in,
+        energy_out - alpha * influence_margin,
+        margin_in=margin_in,
+        margin_out=margin_out,
+        log_weights_out=class_log_influence(logits_out, log_q_weight),
+    )
+    return EnergyLossTerms(*hinges, energy_in=energy_in, energy_out=energy_out)
+
+
 def balanced_energy_loss(
     logits_in: Tensor,
     logits_out: Tensor,
@@ -175,21 +307,21 @@ def balanced_energy_loss(
     with $Z_m$, $Z_w$ the influences for the exponents ``gamma`` and ``gamma_weight``
     (``None``: same as ``gamma``). No input checks: `oodscore.BalancedEnergyLoss` validates.
     An empty side contributes 0; ``dense=True`` halves the sum when there are outliers (the
-    official segmentation weighting, see `squared_hinges`). The weights $Z_w$ are
+    official segmentation weighting, see `hinge_total`). The weights $Z_w$ are
     normalized in log space (`class_log_influence`), so they never give 0 / 0; since every
-    finite logit has a positive softmax, the outlier weights are never all 0.
+    finite logit has a positive softmax, the outlier weights are never all 0. The two
+    terms and the shares of active hinges: `balanced_energy_terms`.
     """
-    weight_exponent = gamma if gamma_weight is None else gamma_weight
-    log_q_margin = prior_log_weights(class_prior, gamma).to(logits_out.device)
-    log_q_weight = prior_log_weights(class_prior, weight_exponent).to(logits_out.device)
-    influence_margin = class_log_influence(logits_out, log_q_margin).exp()
-    # The outlier margin moves up by alpha * Z; Z is not detached (as in the official
-    # code), so gradients also flow through the softmax inside Z.
-    return squared_hinges(
-        free_energy(logits_in),
-        free_energy(logits_out) - alpha * influence_margin,
+    terms = balanced_energy_terms(
+        logits_in,
+        logits_out,
+        class_prior,
         margin_in=margin_in,
         margin_out=margin_out,
-        log_weights_out=class_log_influence(logits_out, log_q_weight),
-        dense=dense,
+        alpha=alpha,
+        gamma=gamma,
+        gamma_weight=gamma_weight,
+    )
+    return hinge_total(
+        terms.hinge_in, terms.hinge_out, dense=dense, outliers=logits_out.shape[0] > 0
     )

@@ -1,4 +1,4 @@
-r"""Sparsity penalty of penultimate features (SR, SROE)."""
+r"""Sparsity penalty of penultimate features (SR, SROE), and the share of active features."""
 
 from __future__ import annotations
 
@@ -12,3 +12,14 @@ def sparsity_penalty(features: Tensor) -> Tensor:
         features: Penultimate features (N, D), N >= 1.
     """
     return features.abs().sum(dim=1).mean()
+
+
+def active_fraction(features: Tensor) -> Tensor:
+    r"""The share of non-zero entries, $\frac{1}{ND}\,\lvert\{(i, j) : h_{ij} \ne 0\}\rvert$.
+
+    What the L1 penalty drives down; detached, in the dtype of ``features``.
+
+    Args:
+        features: Penultimate features (N, D), N >= 1.
+    """
+    return (features.detach() != 0).to(features.dtype).mean()

@@ -13,9 +13,14 @@ from torch import Tensor
 
 from oodscore._arrays import ArrayT, as_tensor
 from oodscore._validation import LOSS_SCALE, check_float_matrix, check_non_negative
-from oodscore.functional.energy_losses import balanced_energy_loss
+from oodscore.functional.energy_losses import balanced_energy_terms, hinge_total
 from oodscore.regularizers.base import Regularizer, register_regularizer
-from oodscore.regularizers.energy import check_margins, energy_inputs
+from oodscore.regularizers.energy import (
+    EnergyMarginLoss,
+    check_margins,
+    energy_inputs,
+    energy_terms,
+)
 
 
 def estimate_class_prior(logits_out: ArrayT) -> ArrayT:
@@ -84,6 +89,12 @@ class BalancedEnergyLoss(Regularizer):
     official run adds smoothness and sparsity terms that this class does not have (see
     the docs page).
 
+    After each call, `last_terms` holds the terms named as for `EnergyMarginLoss`:
+    ``hinge_in``, ``hinge_out`` (the $Z$-weighted mean), ``active_in``, ``active_out``
+    (the unweighted fraction of outliers with $E < m_{out} + \alpha Z_\gamma$),
+    ``energy_in``, ``energy_out`` (mean energies, the outliers' before the shift) and
+    ``weight``.
+
     Args:
         class_prior: The outliers' class prior $P$ (C,), non-negative with a positive sum
             (normalization does not matter); stored as a float64 buffer.
@@ -111,6 +122,7 @@ class BalancedEnergyLoss(Regularizer):
     """
 
     class_prior: Tensor
+    term_names = EnergyMarginLoss.term_names
 
     def __init__(
         self,
@@ -163,7 +175,7 @@ class BalancedEnergyLoss(Regularizer):
                 f"Expected logits with C = len(class_prior) = {len(self.class_prior)} "
                 f"classes, got {rows_in.shape[1]}."
             )
-        loss = balanced_energy_loss(
+        terms = balanced_energy_terms(
             rows_in,
             rows_out,
             self.class_prior,
@@ -172,9 +184,15 @@ class BalancedEnergyLoss(Regularizer):
             alpha=self.alpha,
             gamma=self.gamma,
             gamma_weight=self.gamma_weight,
-            dense=mask_out is not None,
         )
-        return self.weight * loss
+        loss = self.weight * hinge_total(
+            terms.hinge_in,
+            terms.hinge_out,
+            dense=mask_out is not None,
+            outliers=rows_out.shape[0] > 0,
+        )
+        self._store_terms(loss, energy_terms(terms, self.weight))
+        return loss
 
 
 def _check_prior(class_prior: object) -> Tensor:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Self
 
 from oodscore._arrays import compute_dtype, promote
 from oodscore._params import HasParams
@@ -14,6 +15,9 @@ from oodscore._registry import Registry
 from oodscore._validation import check_finite, check_float_matrix, check_same_width
 
 REGULARIZERS: Registry[Regularizer] = Registry("regularizer")
+
+_MODULE_ATTRIBUTES = frozenset(vars(nn.Module()))
+"""What ``nn.Module`` keeps in an instance: mode, hooks, parameters, buffers, submodules."""
 
 
 class Regularizer(HasParams, nn.Module, ABC):
@@ -26,6 +30,8 @@ class Regularizer(HasParams, nn.Module, ABC):
     mixed with sentinel labels. Hyper-parameters are keyword-only constructor arguments
     stored under the same names, with the official code's values as defaults; ``weight``
     scales the whole term. Data a method needs (e.g. a class prior) comes first, positionally.
+    ``get_params``, ``set_params`` (which keeps the module, its mode, hooks and the device
+    of its buffers) and ``sklearn.base.clone`` (a new module) follow scikit-learn.
 
     Args:
         validate_args: Check the inputs' values (NaN/±inf, overlapping masks) on every call.
@@ -39,24 +45,75 @@ class Regularizer(HasParams, nn.Module, ABC):
             term is ``sum_k weight_k * term_k``): setting all of them to 0 gives 0 and
             doubling all of them doubles the output. The contract test checks this;
             a subclass with other weight names (e.g. two weighted terms) sets it.
+        term_names: The keys of `last_terms`, in order: the unweighted terms, the
+            fractions of active hinges or elements, and the weights used (under the
+            names of ``weight_names``). Each subclass declares its own.
     """
 
     name: ClassVar[str] = ""
     weight_names: ClassVar[tuple[str, ...]] = ("weight",)
+    term_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, validate_args: bool = True) -> None:
         super().__init__()
         if not isinstance(validate_args, bool):
             raise TypeError(f"Expected `validate_args` to be a bool, got {validate_args!r}.")
         self.validate_args = validate_args
+        self._last_terms: dict[str, Tensor] = {}
 
     @abstractmethod
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         """The weighted regularization term, a scalar tensor."""
 
+    @property
+    def last_terms(self) -> dict[str, Tensor]:
+        """The terms of the last ``forward`` call, for logging: ``{name: scalar tensor}``.
+
+        The keys are `term_names`. Each value is a detached 0-dim tensor in the output's
+        dtype and on its device, so recording them costs no device synchronization;
+        ``float(value)`` (or a logger) reads it when wanted. An empty dict before the
+        first call. A new dict on each access: changing it changes nothing here. Kept
+        under ``torch.compile``; a program made by ``torch.export`` does not record them.
+        """
+        return dict(self._last_terms)
+
+    def _store_terms(self, like: Tensor, terms: dict[str, Tensor | float]) -> None:
+        """Keep ``terms`` as `last_terms`: tensors detached, numbers filled like ``like``.
+
+        Skipped while ``torch.export`` traces the module: an exported program has no
+        attributes to keep them in (``torch.compile`` keeps them).
+        """
+        if torch.compiler.is_exporting():
+            return
+        self._last_terms = {
+            name: value.detach() if isinstance(value, Tensor) else like.new_full((), value)
+            for name, value in terms.items()
+        }
+
     def extra_repr(self) -> str:
         """Hyper-parameters, shown by ``repr``."""
         return self.params_repr()
+
+    def _adopt(self, other: Self) -> None:
+        """Take the attributes and buffers of ``other`` (for `set_params`).
+
+        The module stays the same object, with its mode and hooks; buffers (a class prior)
+        keep their device, and their floating dtype.
+        """
+        for key, value in vars(other).items():
+            if key not in _MODULE_ATTRIBUTES:
+                self.__dict__[key] = value
+        buffers = {}
+        for name, buffer in other._buffers.items():
+            old = self._buffers.get(name)
+            if old is not None and buffer is not None:
+                floating = old.is_floating_point() and buffer.is_floating_point()
+                buffer = buffer.to(old.device, old.dtype if floating else None)
+            buffers[name] = buffer
+        self._buffers = buffers
+        self._non_persistent_buffers_set = set(other._non_persistent_buffers_set)
+        self._parameters = dict(other._parameters)
+        self._modules = dict(other._modules)
 
 
 def register_regularizer(name: str) -> Any:

@@ -2,10 +2,16 @@ r"""Energy-bounded learning: squared hinges that push ID energies down and outli
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
 from torch import Tensor
 
 from oodscore._validation import LOSS_SCALE, MARGIN, TEMPERATURE
-from oodscore.functional.energy_losses import energy_margin_loss
+from oodscore.functional.energy_losses import EnergyLossTerms, energy_margin_terms, hinge_total
 from oodscore.regularizers.base import (
     Regularizer,
     check_pair,
@@ -53,6 +59,15 @@ class EnergyMarginLoss(Regularizer):
     `oodscore.functional.energy_losses.hinge_cap` ($4.5 \cdot 10^{15}$ in float32), far
     beyond the energies of any trained model.
 
+    After each call, `last_terms` holds ``hinge_in`` and ``hinge_out`` (the two mean
+    squared hinges, unweighted), ``active_in`` and ``active_out`` (the fractions of ID
+    samples with $E > m_{in}$ and of outliers with $E < m_{out}$), ``energy_in`` and
+    ``energy_out`` (the mean energies) and ``weight``. With ``validate_args``, the first
+    batch whose energies make a hinge useless raises a ``UserWarning`` (once per
+    instance; see `dead_hinge_message`): every ID energy above even $m_{out}$, every
+    outlier energy below even $m_{in}$, or both hinges inactive (the loss and its
+    gradient 0).
+
     Args:
         weight: $\lambda$ in $[0, 10^6]$ (official 0.1).
         margin_in: $m_{in}$ in $[-10^6, 10^6]$ (official argparse -25; CIFAR-10 run script
@@ -70,9 +85,22 @@ class EnergyMarginLoss(Regularizer):
         >>> logits_out = torch.tensor([[0.0, 0.0]])              # energy -0.69
         >>> reg(logits_in=logits_in, logits_out=logits_out)  # relu(-1.31 + 2)^2 / 2 + 0
         tensor(0.2358)
+        >>> terms = reg.last_terms  # unweighted hinges, shares of active samples, ...
+        >>> {k: round(float(terms[k]), 4) for k in ("hinge_in", "active_in", "energy_in")}
+        {'hinge_in': 0.2358, 'active_in': 0.5, 'energy_in': -2.8133}
 
     Source: Liu, Wang, Owens & Li, NeurIPS 2020; ``wetliu/energy_ood``.
     """
+
+    term_names = (
+        "hinge_in",
+        "hinge_out",
+        "active_in",
+        "active_out",
+        "energy_in",
+        "energy_out",
+        "weight",
+    )
 
     def __init__(
         self,
@@ -87,6 +115,7 @@ class EnergyMarginLoss(Regularizer):
         self.weight = LOSS_SCALE.check(weight, "weight")
         self.margin_in, self.margin_out = check_margins(margin_in, margin_out)
         self.temperature = TEMPERATURE.check(temperature, "temperature")
+        self._warned_hinges = False
 
     def forward(
         self,
@@ -109,19 +138,145 @@ class EnergyMarginLoss(Regularizer):
             ValueError: On empty batches, mismatched class counts, non-finite logits, or
                 ``logits_out`` given together with ``mask_out``.
             TypeError: If logits are not floating-point torch tensors.
+
+        Warns:
+            UserWarning: Once per instance, with ``validate_args``, on the first batch whose
+                energies make a hinge useless (`dead_hinge_message`).
         """
         rows_in, rows_out = energy_inputs(
             logits_in, logits_out, mask_out, mask_in, finite=self.validate_args
         )
-        loss = energy_margin_loss(
+        terms = energy_margin_terms(
             rows_in,
             rows_out,
             margin_in=self.margin_in,
             margin_out=self.margin_out,
             temperature=self.temperature,
-            dense=mask_out is not None,
         )
-        return self.weight * loss
+        loss = self.weight * hinge_total(
+            terms.hinge_in,
+            terms.hinge_out,
+            dense=mask_out is not None,
+            outliers=rows_out.shape[0] > 0,
+        )
+        self._store_terms(loss, energy_terms(terms, self.weight))
+        if self.validate_args and not self._warned_hinges:
+            self._warn_dead_hinges(terms.energy_in, terms.energy_out)
+        return loss
+
+    def _warn_dead_hinges(self, energy_in: Tensor, energy_out: Tensor) -> None:
+        """Warn (once) if this batch's energies make a hinge useless; one host sync."""
+        if not energy_in.numel() or not energy_out.numel():
+            return
+        with torch.no_grad():
+            low_in, high_in, low_out, high_out = torch.stack(
+                [energy_in.min(), energy_in.max(), energy_out.min(), energy_out.max()]
+            ).tolist()
+        message = dead_hinge_message(
+            (low_in, high_in),
+            (low_out, high_out),
+            margin_in=self.margin_in,
+            margin_out=self.margin_out,
+        )
+        if message is not None:
+            self._warned_hinges = True
+            text = f"{type(self).__name__}: {message}"
+            warnings.warn(text, UserWarning, stacklevel=_caller_stacklevel())
+
+
+_INTERNAL = tuple(
+    str(d) + os.sep for d in (Path(torch.nn.__file__).parent, Path(__file__).parents[1])
+)
+"""torch.nn (``Module.__call__``) and oodscore: the frames a warning skips to reach the user."""
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised by our caller at the user's line.
+
+    Counts the frames from the caller of this function up to the first one outside
+    `_INTERNAL`, so that the location is right however ``forward`` was reached
+    (``module(...)``, hooks, ``module.forward(...)``).
+    """
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def energy_terms(terms: EnergyLossTerms, weight: float) -> dict[str, Tensor | float]:
+    """The `Regularizer.last_terms` of an energy loss: hinges, active shares, mean energies."""
+    return {
+        "hinge_in": terms.hinge_in,
+        "hinge_out": terms.hinge_out,
+        "active_in": terms.active_in,
+        "active_out": terms.active_out,
+        "energy_in": _mean_or_zero(terms.energy_in),
+        "energy_out": _mean_or_zero(terms.energy_out),
+        "weight": weight,
+    }
+
+
+def _mean_or_zero(values: Tensor) -> Tensor:
+    """The mean of ``values``, 0 for an empty set (a crop without outlier pixels)."""
+    return values.detach().mean() if values.numel() else values.new_zeros(())
+
+
+def dead_hinge_message(
+    energy_in: tuple[float, float],
+    energy_out: tuple[float, float],
+    *,
+    margin_in: float,
+    margin_out: float,
+) -> str | None:
+    r"""Why a batch's energies make a hinge of the energy loss useless, or ``None``.
+
+    Given the (lowest, highest) energy of the ID and of the outlier rows of a batch:
+
+    - every ID energy above even $m_{out}$ (lowest $E_{in} > m_{out}$): the ID hinge acts
+      on every sample, more than the whole gap $m_{out} - m_{in}$ away from its bound, and
+      pulls every energy toward a bound the model may not reach — what the paper's
+      -25 / -7 do to a small model whose logits are bounded, e.g. by spectral
+      normalization, at a large cost in accuracy;
+    - every outlier energy below even $m_{in}$: the same for the outlier hinge;
+    - every ID energy at most $m_{in}$ and every outlier energy at least $m_{out}$: both
+      hinges are inactive, and the loss and its gradient are 0.
+
+    Examples:
+        >>> from oodscore.regularizers.energy import dead_hinge_message
+        >>> print(dead_hinge_message((-4.0, -2.0), (-3.0, -1.0), margin_in=-25.0,
+        ...                          margin_out=-7.0))  # doctest: +ELLIPSIS
+        every ID energy of this batch (from -4 to -2) lies above even margin_out=-7, far from ...
+        >>> dead_hinge_message((-9.0, -2.0), (-3.0, -1.0), margin_in=-8.0, margin_out=-2.5)
+    """
+    (low_in, high_in), (low_out, high_out) = energy_in, energy_out
+    advice = (
+        "Set the margins from the model's own energies: "
+        "`calibrate_margins(logits_in, logits_out)` of the model before this training. "
+        "(Shown once per loss instance.)"
+    )
+    found = []
+    if low_in > margin_out:
+        found.append(
+            f"every ID energy of this batch (from {low_in:.4g} to {high_in:.4g}) lies above "
+            f"even margin_out={margin_out:g}, far from margin_in={margin_in:g}: the ID hinge "
+            "acts on every sample and pulls all energies toward a bound the model may not "
+            "reach, which can cost much of its accuracy (bounded logits, e.g. after spectral "
+            "normalization, keep energies near -log C)."
+        )
+    if high_out < margin_in:
+        found.append(
+            f"every outlier energy of this batch (from {low_out:.4g} to {high_out:.4g}) lies "
+            f"below even margin_in={margin_in:g}, far from margin_out={margin_out:g}: the "
+            "outlier hinge acts on every sample."
+        )
+    if high_in <= margin_in and low_out >= margin_out:
+        found.append(
+            f"the loss and its gradient are 0 on this batch: every ID energy (highest "
+            f"{high_in:.4g}) lies below margin_in={margin_in:g} and every outlier energy "
+            f"(lowest {low_out:.4g}) above margin_out={margin_out:g}, so both hinges are "
+            "inactive; if this persists, the margins are too easy for this model."
+        )
+    return " ".join([*found, advice]) if found else None
 
 
 def energy_inputs(

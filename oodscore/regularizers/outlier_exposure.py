@@ -27,6 +27,10 @@ class OutlierExposureLoss(Regularizer):
     0, $\lambda \frac{1}{MC}\sum_{j,c} -\log(1 - \sigma(f_c(\tilde x_j)))$ (EDGE's
     $\mathcal{L}_{\text{conf}}$).
 
+    After each call, `last_terms` holds ``outlier_exposure`` (the unweighted loss: the
+    mean cross-entropy to the uniform distribution, or the mean BCE toward 0) and
+    ``weight``.
+
     Args:
         weight: $\lambda$ in $[0, 10^6]$ (official 0.5). Every finite logit gives a finite
             loss and finite gradients; a loss beyond the dtype (logits near 1e38) saturates
@@ -45,6 +49,8 @@ class OutlierExposureLoss(Regularizer):
 
     Source: Hendrycks, Mazeika & Dietterich, ICLR 2019; ``hendrycks/outlier-exposure``.
     """
+
+    term_names = ("outlier_exposure", "weight")
 
     def __init__(
         self,
@@ -69,5 +75,7 @@ class OutlierExposureLoss(Regularizer):
             TypeError: If it is not a floating-point torch tensor.
         """
         check_float_matrix(logits_out, "logits_out", columns="C", finite=self.validate_args)
-        loss = outlier_exposure_loss(promote(logits_out), target=self.target)
-        return saturate(self.weight * loss)  # finite for any finite logits
+        term = outlier_exposure_loss(promote(logits_out), target=self.target)
+        loss = saturate(self.weight * term)  # finite for any finite logits
+        self._store_terms(loss, {"outlier_exposure": term, "weight": self.weight})
+        return loss

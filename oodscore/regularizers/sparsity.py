@@ -7,7 +7,7 @@ from torch import Tensor
 
 from oodscore._arrays import promote
 from oodscore._validation import check_float_matrix, check_non_negative
-from oodscore.functional.sparsity import sparsity_penalty
+from oodscore.functional.sparsity import active_fraction, sparsity_penalty
 from oodscore.regularizers.base import Regularizer, check_pair, register_regularizer
 
 
@@ -22,6 +22,10 @@ class SparsityLoss(Regularizer):
     outlier exposure: ``SparsityLoss()(features_in=h_in, features_out=h_out) +
     OutlierExposureLoss()(logits_out=f_out)``; with ``features_out`` the mean runs over the
     N + M rows together, as in the official SROE recipe.
+
+    After each call, `last_terms` holds ``l1_norm`` (the mean L1 norm, unweighted),
+    ``active_features`` (the share of non-zero feature entries, `active_fraction`) and
+    ``weight``.
 
     Args:
         weight: $\alpha \ge 0$ (official 0.02).
@@ -38,6 +42,8 @@ class SparsityLoss(Regularizer):
 
     Source: Chen et al., Scientific Reports 2024; ``kuan-li/SparsityRegularization``.
     """
+
+    term_names = ("l1_norm", "active_features", "weight")
 
     def __init__(self, *, weight: float = 0.02, validate_args: bool = True) -> None:
         super().__init__(validate_args=validate_args)
@@ -68,4 +74,8 @@ class SparsityLoss(Regularizer):
                 finite=self.validate_args,
             )
             features = torch.cat([rows_in, rows_out])
-        return self.weight * sparsity_penalty(features)
+        penalty = sparsity_penalty(features)
+        loss = self.weight * penalty
+        terms = {"l1_norm": penalty, "active_features": active_fraction(features)}
+        self._store_terms(loss, {**terms, "weight": self.weight})
+        return loss

@@ -41,7 +41,9 @@ class Scorer(HasParams, ABC):
     NumPy in gives NumPy out, torch in gives torch out on the same device with gradients
     flowing; float16/bfloat16 are computed (and returned) in float32; N = 0 gives an empty
     result. Hyper-parameters are keyword-only constructor arguments stored under the same
-    names, which gives a faithful ``repr``.
+    names, which gives a faithful ``repr`` and scikit-learn's ``get_params(deep=True)``,
+    ``set_params`` (re-checked by the constructor) and ``sklearn.base.clone`` (a new,
+    unfitted scorer with the same parameters); see `oodscore._params.HasParams`.
 
     Attributes:
         name: The registry name (set by `register_scorer`).
