@@ -1,9 +1,10 @@
 """Reading CSV files of numbers without guessing: the header line and the row-index column.
 
 `read_csv` decides whether the first line names the columns and whether the first column is
-a row index from the ``header`` and ``index`` policies; with ``"auto"`` it decides from the
-file and refuses one that could be read two ways, naming the command-line option (and the
-keyword argument) that settles it. `oodscore.io.load_array` reads ``.csv`` files with it.
+a row index from the ``header`` and ``index`` policies (`oodscore._formats.CsvPolicy`); with
+``"auto"`` it decides from the file and refuses one that could be read two ways, naming the
+keyword argument that settles it (``header="yes"``), or under the command line its option
+(``--csv-header yes``). `oodscore.io.load_array` reads ``.csv`` files with it.
 """
 
 from __future__ import annotations
@@ -13,17 +14,12 @@ import itertools
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-CsvPolicy = Literal["auto", "yes", "no"]
-"""Whether a CSV file has a header line (``header=``) or a leading row-index column
-(``index=``): ``"yes"``, ``"no"``, or ``"auto"`` (decide from the file; refuse if it could
-be either)."""
-
-POLICIES = ("auto", "yes", "no")
-"""The values of a `CsvPolicy`."""
+from oodscore._formats import POLICIES, CsvPolicy
+from oodscore._wording import option
 
 
 def check_policy(value: object, name: str) -> None:
@@ -115,17 +111,18 @@ def _decide_header(where: str, number: int, cells: list[str], header: CsvPolicy)
         return True
     if all(numbers):
         if [c.strip() for c in cells] == [str(i) for i in range(len(cells))]:
+            which = option('header="yes" or header="no"', "--csv-header yes or --csv-header no")
             raise ValueError(
                 f"Line {number} of {where}, {','.join(c.strip() for c in cells)!r}, may be "
                 "column names (pandas names columns 0, 1, ...) or a row of numbers: say "
-                "which with --csv-header yes or --csv-header no (header= in Python)."
+                f"which with {which}."
             )
         return False
     text = next(c for c, n in zip(cells, numbers, strict=True) if not n)
+    header_yes = option('header="yes"', "--csv-header yes")
     raise ValueError(
         f"Line {number} of {where} mixes numbers and text ({text.strip()!r}): if it names "
-        "the columns, pass --csv-header yes (header= in Python); if it is data, "
-        f"{text.strip()!r} is not a number."
+        f"the columns, pass {header_yes}; if it is data, {text.strip()!r} is not a number."
     )
 
 
@@ -136,15 +133,19 @@ def _drop_index(
         return array
     if index == "yes":
         if array.shape[1] < 2:
-            raise ValueError(f"{where} has one column: --csv-index yes would leave none.")
+            given = option('index="yes"', "--csv-index yes")
+            raise ValueError(f"{where} has one column: {given} would leave none.")
         return array[:, 1:]
     counts = array.shape[1] > 1 and np.array_equal(array[:, 0], np.arange(array.shape[0]))
     if unnamed or counts:
         what = "has no name in the header line" if unnamed else "holds 0, 1, ..., N-1"
+        drop, keep = (
+            option('index="yes"', "--csv-index yes"),
+            option('index="no"', "--csv-index no"),
+        )
         raise ValueError(
             f"The first column of {where} {what}, as pandas writes its row index: pass "
-            "--csv-index yes to drop it, or --csv-index no to read it as data (index= in "
-            "Python)."
+            f"{drop} to drop it, or {keep} to read it as data."
         )
     return array
 

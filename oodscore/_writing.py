@@ -18,6 +18,8 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from oodscore._wording import option
+
 WRITABLE = (".npy", ".npz", ".pt", ".pth", ".csv")
 """File extensions `write_array` writes."""
 
@@ -80,7 +82,8 @@ def _check_output(path: Path, inputs: set[Path], *, force: bool) -> None:
     if path.is_dir():
         raise IsADirectoryError(f"{_name(path)} is a directory; name a file to write.")
     if path.exists() and not force:
-        raise FileExistsError(f"{_name(path)} exists; pass --force to overwrite it.")
+        how = option("force=True", "--force")
+        raise FileExistsError(f"{_name(path)} exists; pass {how} to overwrite it.")
 
 
 def check_outputs(
@@ -147,12 +150,16 @@ def _writer(array: np.ndarray[Any, Any], suffix: str) -> Writer:
     if suffix in (".pt", ".pth"):
         return lambda stream: torch.save(torch.from_numpy(np.ascontiguousarray(array)), stream)
     if suffix == ".csv":
-        return lambda stream: _write_csv(stream, array)
+        return lambda stream: write_csv(stream, array)
     raise ValueError(f"Cannot write {suffix!r} files: expected one of {', '.join(WRITABLE)}.")
 
 
-def _write_csv(stream: IO[bytes], array: np.ndarray[Any, Any]) -> None:
-    """A ``scores`` header, then one value per line, `WRITE_CHUNK` values per write."""
+def write_csv(stream: IO[bytes], array: np.ndarray[Any, Any]) -> None:
+    """Write a ``scores`` header, then one value of ``array`` per line, to a binary stream.
+
+    Values have enough digits to round-trip (9 for float32, 17 otherwise) and are formatted
+    and written `WRITE_CHUNK` at a time, so the text never exists whole in memory.
+    """
     digits = 9 if array.dtype == np.float32 else 17
     stream.write(b"scores\n")
     flat = array.reshape(-1)

@@ -1,11 +1,15 @@
 """The ``oodscore`` command line (also ``python -m oodscore``).
 
 Each subcommand lives in a module of `oodscore.commands` that defines
-``register(subparsers)``. Bad input never ends in a traceback: any error, a bad option
-included, becomes one line ``oodscore: error: ...`` on stderr and exit code 2; a warning is
-one line ``oodscore: warning: ...``. An interrupt (Ctrl-C) prints ``oodscore: interrupted``
-and exits with 130; SIGTERM and SIGHUP end the command the same way (exit 128 + the signal's
-number), so that a write under way removes its temporary file.
+``register(subparsers)``; registering imports only argparse-level code (each command imports
+NumPy, torch and the scorers when it runs), so that ``--help`` and usage errors are quick.
+Bad input never ends in a traceback: any error, a bad option included, becomes one line
+``oodscore: error: ...`` on stderr and exit code 2; a warning is one line
+``oodscore: warning: ...``, without the source line Python shows programmers. Messages name
+command-line options (``--force``), not Python keywords (`oodscore._wording`). An interrupt
+(Ctrl-C) prints ``oodscore: interrupted`` and exits with 130; SIGTERM and SIGHUP end the
+command the same way (exit 128 + the signal's number), so that a write under way removes its
+temporary file.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from oodscore import __version__
+from oodscore._wording import command_line
 from oodscore.commands import COMMANDS
 
 EXIT_USAGE = 2
@@ -69,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    with _stop_signals_raise():
+    with _stop_signals_raise(), _one_line_warnings(), command_line():
         try:
             return _run(argv)
         except KeyboardInterrupt:
@@ -86,9 +91,9 @@ def _run(argv: Sequence[str] | None) -> int:
     except SystemExit as exit_:  # --help, --version, or a bad option (one line printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            code: int = args.run(args)
+        with _signals_held():  # every command computes with torch: import it whole
+            importlib.import_module("torch")
+        code: int = args.run(args)
     except BrokenPipeError:  # stdout closed early (`oodscore demo | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
@@ -125,6 +130,41 @@ def _stop_signals_raise() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and `STOP_SIGNALS` until the block ends, then act on the first that came.
+
+    An import cut short by Ctrl-C leaves its package half-initialised, and the interrupt
+    comes out as another error (NumPy reports a missing attribute); held, it waits the
+    second or so that importing torch takes, then ends the command as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    held = (signal.SIGINT, *STOP_SIGNALS)
+    previous = {signum: signal.signal(signum, hold) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    if caught:
+        raise KeyboardInterrupt if caught[0] == signal.SIGINT else Stopped(caught[0])
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show every warning of the run, from parsing to the end, with `_show_warning`."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
 
 
 def _show_warning(

@@ -9,9 +9,16 @@ bytes (``decompress_limit=``). A CSV file's header line and row-index column are
 ``header`` and ``index`` policies say; where a file could be read two ways, ``"auto"`` refuses
 it and names the option that settles it.
 
+``.npy`` files can be memory-mapped (``load_array(path, mmap=True)``) and walked in row blocks
+(`row_blocks`) that give their memory back as they go: the command line reads a file larger
+than the memory one block at a time.
+
 Writers go through a temporary file in the destination's folder and an atomic rename, refuse
 an existing destination unless ``force=True``, and never write over one of the inputs. Arrays
 are written in chunks (`write_array`): a large CSV never exists as one string in memory.
+
+Messages that name a setting use the Python keyword (``key=``, ``force=True``); under the
+command line they name its option (``--key``, ``--force``).
 """
 
 from __future__ import annotations
@@ -28,13 +35,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodscore._csv import POLICIES, CsvPolicy, check_policy, read_csv
+from oodscore._csv import check_policy, read_csv
+from oodscore._formats import DECOMPRESS_LIMIT, POLICIES, READABLE, CsvPolicy, parse_size
+from oodscore._npy import load_npy, row_blocks
+from oodscore._wording import option
 from oodscore._writing import (
     WRITE_CHUNK,
     check_outputs,
     encode_array,
     write_array,
     write_atomic,
+    write_csv,
 )
 
 __all__ = [
@@ -43,6 +54,7 @@ __all__ = [
     "READABLE",
     "WRITE_CHUNK",
     "CsvPolicy",
+    "check_file",
     "check_outputs",
     "check_suffix",
     "encode_array",
@@ -50,19 +62,11 @@ __all__ = [
     "load_targets",
     "load_torch",
     "parse_size",
+    "row_blocks",
     "write_array",
     "write_atomic",
+    "write_csv",
 ]
-
-READABLE = (".npy", ".npz", ".pt", ".pth", ".csv")
-"""File extensions `load_array` reads."""
-
-DECOMPRESS_LIMIT = 1 << 30
-"""Bytes (1 GiB) that the compressed members of an ``.npz`` or ``.pt`` file may expand to.
-
-Stored (uncompressed) members are as large in the file as in memory and have no limit.
-Raise it with ``decompress_limit=`` (``--decompress-limit`` on the command line) for a
-larger file you trust."""
 
 
 def load_array(
@@ -72,6 +76,7 @@ def load_array(
     header: CsvPolicy = "auto",
     index: CsvPolicy = "auto",
     decompress_limit: int = DECOMPRESS_LIMIT,
+    mmap: bool = False,
 ) -> np.ndarray[Any, Any]:
     """Read one numeric array from ``path``.
 
@@ -91,21 +96,24 @@ def load_array(
             exactly ``0, 1, ..., N-1``, as pandas writes its index.
         decompress_limit: Bytes that a compressed member of an ``.npz`` or ``.pt`` file
             may expand to (default `DECOMPRESS_LIMIT`).
+        mmap: Return a ``.npy`` file's array as a read-only memory map: nothing is read
+            until rows are used (walk them with `row_blocks`), and the file must not change
+            meanwhile. Other formats are read whole either way.
 
     Raises:
         ValueError: On an unknown extension, a missing or ambiguous key, a CSV file that
             ``"auto"`` could read two ways, contents that are not a numeric array (a 0-d
-            array, complex, meta, sparse or quantized tensors), or a member over
-            ``decompress_limit``.
+            array, complex, meta, sparse or quantized tensors), a truncated ``.npy`` file,
+            or a member over ``decompress_limit``.
         OSError: If the file cannot be read.
     """
     path = Path(path)
     suffix = check_suffix(path)
     check_policy(header, "header")
     check_policy(index, "index")
-    _check_file(path)
+    check_file(path)
     if suffix == ".npy":
-        array = _load_npy(path)
+        array = load_npy(path, mmap_mode=mmap)
     elif suffix == ".npz":
         array = _load_npz(path, key, decompress_limit)
     elif suffix in (".pt", ".pth"):
@@ -125,7 +133,12 @@ def _name(path: Path) -> str:
     return repr(str(path))
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: str | os.PathLike[str]) -> None:
+    """Raise an ``OSError`` naming ``path`` if it is not a file (missing, or a directory).
+
+    The command line checks its inputs with it before any work.
+    """
+    path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{_name(path)} is a directory, not a file.")
     if not path.is_file():
@@ -135,21 +148,6 @@ def _check_file(path: Path) -> None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__).rstrip(".")
-
-
-def _load_npy(path: Path) -> np.ndarray[Any, Any]:
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise ValueError(f"Cannot read {_name(path)} without unpickling: {error}") from None
-    except Exception as error:  # EOFError on an empty file, OSError, MemoryError...
-        raise ValueError(
-            f"Cannot read {_name(path)} as a .npy file: {_first_line(error)}."
-        ) from None
-    if not isinstance(loaded, np.ndarray):
-        loaded.close()
-        raise ValueError(f"{_name(path)} is an .npz archive; name it .npz.")
-    return loaded
 
 
 def _load_npz(path: Path, key: str | None, limit: int) -> np.ndarray[Any, Any]:
@@ -186,7 +184,7 @@ def _check_expansion(path: Path, members: Iterable[zipfile.ZipInfo], limit: int,
         raise ValueError(
             f"{_name(path)}: {what} expands to {_size(size)} when decompressed, over the "
             f"limit of {_size(limit)} for compressed files; if you trust the file, raise it "
-            f"with --decompress-limit {_size_option(size)} (decompress_limit= in Python)."
+            f"with {_raise_limit(size)}."
         )
 
 
@@ -197,30 +195,11 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _size_option(n: int) -> str:
-    """The whole MiB (or GiB) at least ``n`` bytes, as ``--decompress-limit`` reads it."""
-    if n >= 1 << 30:
-        return f"{-(-n // (1 << 30))}G"
-    return f"{-(-n // (1 << 20))}M"
-
-
-def parse_size(text: str) -> int:
-    """Bytes of a size such as ``"512M"``, ``"2G"``, ``"1.5GiB"`` or ``"1000000"`` (binary units).
-
-    Raises:
-        ValueError: On anything else, or a size below 1 byte.
-    """
-    units = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
-    body = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = body[-1:] if body[-1:] in units else ""
-    number = body[: len(body) - len(unit)].strip()
-    try:
-        value = float(number) * (1 << units[unit])
-    except ValueError:
-        value = float("nan")
-    if not value >= 1 or value == float("inf"):
-        raise ValueError(f"Expected a size such as 512M, 2G or a number of bytes, got {text!r}.")
-    return int(value)
+def _raise_limit(n: int) -> str:
+    """How to set a limit of the whole MiB (or GiB) at least ``n`` bytes, as the reader sets it."""
+    shift, unit = (30, "G") if n >= 1 << 30 else (20, "M")
+    count = -(-n // (1 << shift))
+    return option(f"decompress_limit={count} << {shift}", f"--decompress-limit {count}{unit}")
 
 
 def load_torch(path: str | os.PathLike[str], *, decompress_limit: int = DECOMPRESS_LIMIT) -> object:
@@ -237,7 +216,7 @@ def load_torch(path: str | os.PathLike[str], *, decompress_limit: int = DECOMPRE
         OSError: If the file is missing or cannot be read.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -307,7 +286,12 @@ def _load_torch(path: Path, key: str | None, limit: int) -> np.ndarray[Any, Any]
             )
         obj = obj[by_text[_pick_key(path, list(by_text), key)]]
     elif key is not None:
-        raise ValueError(f"{_name(path)} holds a single tensor; --key {key!r} does not apply.")
+        given = option(
+            f"key={key!r} does not apply",
+            f"the key {key!r} does not apply (give a file its own key with PATH::KEY, and "
+            "--key only to files that hold several arrays)",
+        )
+        raise ValueError(f"{_name(path)} holds a single tensor; {given}.")
     if not isinstance(obj, torch.Tensor):
         raise ValueError(f"{_name(path)} holds a {type(obj).__name__}, expected a tensor.")
     return _tensor_to_numpy(obj, path)
@@ -353,9 +337,10 @@ def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
     if key is None:
         if len(keys) == 1:
             return keys[0]
+        how = option("key=", f"--key KEY, or {str(path) + '::KEY'!r} for this file alone")
         raise ValueError(
             f"{str(path)!r} holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
-            "choose one with --key."
+            f"choose one with {how}."
         )
     if key not in keys:
         raise ValueError(f"{str(path)!r} has no array {key!r}; it has: {', '.join(keys)}.")

@@ -217,12 +217,12 @@ def test_help_and_version_still_exit_0(capsys: pytest.CaptureFixture[str]) -> No
 def test_unexpected_errors_are_one_line_too(
     d: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import oodscore.commands.score as score_command
+    import oodscore.commands.streaming as streaming
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("something\nwent wrong")
 
-    monkeypatch.setattr(score_command, "load_array", broken)
+    monkeypatch.setattr(streaming, "load_array", broken)
     code = main(score(d, "l.npy"))
     _, err = capsys.readouterr()
     assert code == 2

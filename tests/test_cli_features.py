@@ -152,7 +152,7 @@ def test_save_state_refuses_existing_files_and_inputs(
     scorer = Mahalanobis().fit(rng.normal(size=(20, 3)))
     path = tmp_path / "state.pt"
     path.write_bytes(b"keep")
-    with pytest.raises(FileExistsError, match="pass --force"):
+    with pytest.raises(FileExistsError, match="pass force=True"):
         save_state(scorer, path)
     assert path.read_bytes() == b"keep"
     with pytest.raises(ValueError, match="Refusing to overwrite the input file"):

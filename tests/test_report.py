@@ -94,7 +94,7 @@ def test_json(report: Report, tmp_path: Path) -> None:
 def test_writing_is_safe(report: Report, tmp_path: Path) -> None:
     path = tmp_path / "out.csv"
     path.write_text("old")
-    with pytest.raises(FileExistsError, match="pass --force"):
+    with pytest.raises(FileExistsError, match="pass force=True"):
         report.to_csv(path)
     assert path.read_text() == "old"
     source = tmp_path / "logits.npy"

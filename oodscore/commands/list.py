@@ -1,12 +1,16 @@
-"""``oodscore list``: every registered scorer with its description and parameters."""
+"""``oodscore list``: every registered scorer with its description and parameters.
+
+The registry (and with it torch) is imported when the command runs, not when it registers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from oodscore.scorers.base import SCORERS, Scorer
+if TYPE_CHECKING:
+    from oodscore.scorers.base import Scorer
 
 
 def register(subparsers: Any) -> None:
@@ -51,6 +55,9 @@ def kind_tag(cls: type[Scorer]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print one line per matching scorer."""
+    # Importing any module of oodscore.scorers runs the package, which registers every scorer.
+    from oodscore.scorers.base import SCORERS
+
     names = SCORERS.names(args.pattern)
     width = max((len(n) for n in names), default=0)
     for name in names:
