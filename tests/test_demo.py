@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from oodscore.commands.demo_tasks import MULTI_LABEL_RECIPES, run_task
 def table_rows(section: str) -> dict[tuple[str, str], list[float]]:
     """The rows of the section's first table (the plain model's report)."""
     rows = {}
-    for line in section.split("### The remedies")[0].splitlines():
+    first_table = section.split("### The remedies")[0].split("## From scores to decisions")[0]
+    for line in first_table.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if line.startswith("| ") and cells[0] != "OOD set":
             rows[cells[0], cells[1]] = [float(c) for c in cells[2:]]
@@ -106,3 +108,21 @@ def test_plot_paths_of_both_tasks() -> None:
     }
     assert _plot_paths(Path("d.svg"), ["multi"]) == {"multi": Path("d.svg")}
     assert _plot_paths(None, ["single"]) == {}
+
+
+def test_conformal_gate_section(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--quick", "--task", "single"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("## From scores to decisions")[1]
+    n = int(re.search(r"split at random: (\d+) calibrate", section).group(1))  # type: ignore[union-attr]
+    k = int(re.search(r"= (\d+)-th lowest calibration score", section).group(1))  # type: ignore[union-attr]
+    assert k == int(0.05 * (n + 1))
+    promised = float(re.search(r"at most k/\(n\+1\) = ([0-9.]+)", section).group(1))  # type: ignore[union-attr]
+    assert promised == pytest.approx(k / (n + 1), abs=5e-5)
+    mean, error = map(
+        float, re.search(r"averages ([0-9.]+) \(± ([0-9.]+) standard error", section).groups()
+    )  # type: ignore[union-attr]
+    # the achieved rate over random splits agrees with the promise (5 standard errors)
+    assert abs(mean - k / (n + 1)) < 5 * error
+    for name in ("digits 6-9", "inverted 6-9", "uniform noise"):
+        assert f"- {name}: OOD detection rate: " in section

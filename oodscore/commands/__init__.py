@@ -1,3 +1,3 @@
 """Subcommands of the ``oodscore`` command line, one module each, in ``--help`` order."""
 
-COMMANDS: list[str] = ["list", "score", "eval", "demo"]
+COMMANDS: list[str] = ["list", "score", "eval", "calibrate", "detect", "demo"]

@@ -5,13 +5,36 @@ The functions do no input checks; they take floating tensors in the compute dtyp
 (`oodscore._arrays.compute_dtype`: float16/bfloat16 as float32), which the classes provide.
 """
 
-from oodscore.functional.edge import edge_gap_loss, singular_value_distance, top_singular_values
+from oodscore.functional.conformal import (
+    conformal_p_values,
+    conformal_rank,
+    conformal_threshold,
+    group_counts,
+    group_p_values,
+    group_ranks,
+    group_thresholds,
+    grouped_calibration,
+    min_calibration_size,
+)
+from oodscore.functional.edge import (
+    GapTerms,
+    edge_gap_loss,
+    edge_gap_terms,
+    singular_value_distance,
+    top_singular_values,
+)
 from oodscore.functional.energy import energy_score, free_energy, joint_energy_score
 from oodscore.functional.energy_losses import (
+    EnergyLossTerms,
+    HingeTerms,
     balanced_energy_loss,
+    balanced_energy_terms,
     class_influence,
     energy_margin_loss,
+    energy_margin_terms,
+    hinge_total,
     prior_weights,
+    squared_hinge_terms,
     squared_hinges,
 )
 from oodscore.functional.gradnorm import gradnorm_score
@@ -63,7 +86,7 @@ from oodscore.functional.shaping import (
 )
 from oodscore.functional.sigmoid import max_sigmoid_score, sum_sigmoid_score
 from oodscore.functional.softmax import entropy_score, gen_score, msp_score
-from oodscore.functional.sparsity import sparsity_penalty
+from oodscore.functional.sparsity import active_fraction, sparsity_penalty
 from oodscore.functional.vim import (
     centred_covariance,
     null_space,
@@ -75,17 +98,27 @@ from oodscore.functional.vim import (
 )
 
 __all__ = [
+    "EnergyLossTerms",
+    "GapTerms",
+    "HingeTerms",
     "OutlierTarget",
+    "active_fraction",
     "ash_binarize",
     "ash_prune",
     "ash_sharpen",
     "balanced_energy_loss",
+    "balanced_energy_terms",
     "centred_covariance",
     "class_influence",
     "class_means",
+    "conformal_p_values",
+    "conformal_rank",
+    "conformal_threshold",
     "dice_mask",
     "edge_gap_loss",
+    "edge_gap_terms",
     "energy_margin_loss",
+    "energy_margin_terms",
     "energy_score",
     "entropy_score",
     "feature_mean",
@@ -94,12 +127,18 @@ __all__ = [
     "gen_score",
     "gradnorm_score",
     "group_class_log_probability",
+    "group_counts",
     "group_log_softmax",
     "group_others_log_probability",
+    "group_p_values",
+    "group_ranks",
     "group_softmax_loss",
     "group_softmax_predict",
     "group_softmax_targets",
+    "group_thresholds",
+    "grouped_calibration",
     "head_scores",
+    "hinge_total",
     "isolation_forest",
     "joint_energy_score",
     "kept_count",
@@ -111,6 +150,7 @@ __all__ = [
     "local_outlier_factor",
     "max_logit_score",
     "max_sigmoid_score",
+    "min_calibration_size",
     "mos_score",
     "msp_score",
     "null_space",
@@ -129,6 +169,7 @@ __all__ = [
     "sharpening_exponent",
     "singular_value_distance",
     "sparsity_penalty",
+    "squared_hinge_terms",
     "squared_hinges",
     "squared_mahalanobis",
     "sum_logit_score",
