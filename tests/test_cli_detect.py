@@ -9,24 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import oodscore.cli
 import oodscore.commands
 from oodscore.cli import main
 from oodscore.detection import OODDetector, load_detector
-from oodscore.scorers import Mahalanobis
-
-NEW = ["calibrate", "detect"]
+from oodscore.scorers import Mahalanobis, get_scorer
 
 
-@pytest.fixture(autouse=True)
-def _commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the two commands (as commands/__init__.py will) for these tests."""
-    commands = [
-        *oodscore.commands.COMMANDS,
-        *(c for c in NEW if c not in oodscore.commands.COMMANDS),
-    ]
-    monkeypatch.setattr(oodscore.commands, "COMMANDS", commands)
-    monkeypatch.setattr(oodscore.cli, "COMMANDS", commands, raising=False)
+def test_both_commands_are_registered() -> None:
+    assert {"calibrate", "detect"} <= set(oodscore.commands.COMMANDS)
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +209,27 @@ def test_a_pickle_that_would_run_code_is_never_loaded(d: Path, tmp_path: Path, c
     )
     assert "could run code" in err
     assert not (tmp_path / "pwned").exists()
+
+
+def test_keys_parameters_and_stdout_as_in_score(d: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    both = tmp_path / "both.npz"
+    np.savez(both, cal=np.load(d / "cal.npy"), test=np.load(d / "test.npy"))
+    gate = tmp_path / "gate.pt"
+    args = ["calibrate", "energy:temperature=2", f"{both}::cal", "-o", str(gate), "--alpha", "0.1"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["detect", str(gate), f"{both}::test", "-o", "-"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "score,p_value,reject,group"
+    detector = OODDetector(get_scorer("energy", temperature=2.0)).calibrate(
+        logits=np.load(d / "cal.npy"), alpha=0.1
+    )
+    result = detector(torch.from_numpy(np.load(d / "test.npy")))
+    written = np.array([[float(c) for c in line.split(",")] for line in lines[1:]])
+    np.testing.assert_allclose(written[:, 0], result.scores.numpy(), rtol=1e-15)
+    np.testing.assert_array_equal(written[:, 1], result.p_values.numpy())
+    np.testing.assert_array_equal(written[:, 2].astype(bool), result.reject.numpy())
+    # --fit naming the calibration array itself (same file, same key) is refused
+    fit = ["calibrate", "mahalanobis", f"{both}::cal", "-o", str(tmp_path / "m.pt")]
+    assert main([*fit, "--alpha", "0.1", "--fit", f"{both}::cal"]) == 2
+    assert "--fit is INPUT" in capsys.readouterr().err

@@ -12,12 +12,18 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oodscore.commands.options import (
+    InputFile,
+    add_key_option,
+    input_file,
+    path_of,
+    split_scorer,
+)
 from oodscore.commands.score import (
     add_reading_options,
     check_fit_options,
     check_kind,
     parse_params,
-    reading,
     reads,
 )
 
@@ -40,11 +46,15 @@ def register(subparsers: Any) -> None:
             "exchangeable with INPUT is then rejected with probability at most ALPHA."
         ),
     )
-    parser.add_argument("name", metavar="NAME", help="a scorer name from `oodscore list`")
+    parser.add_argument(
+        "name",
+        metavar="NAME",
+        help="a scorer name from `oodscore list`, with parameters as NAME:KEY=VALUE,...",
+    )
     parser.add_argument(
         "input",
         metavar="INPUT",
-        type=Path,
+        type=input_file,
         help="held-out ID logits (N, C) (features for a feature scorer; scores with --scores)",
     )
     parser.add_argument(
@@ -73,10 +83,13 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="scorer parameter, repeatable (e.g. --param temperature=2)",
     )
-    parser.add_argument("--key", help="array to read from .npz files or dicts in .pt files")
+    add_key_option(parser)
     parser.add_argument("--force", action="store_true", help="overwrite DETECTOR if it exists")
     parser.add_argument(
-        "--ood", type=Path, metavar="DATA", help="OOD validation logits: report the detection rate"
+        "--ood",
+        type=input_file,
+        metavar="DATA",
+        help="OOD validation logits: report the detection rate",
     )
     groups = parser.add_argument_group("Mondrian calibration", "one threshold per group")
     groups.add_argument(
@@ -91,7 +104,7 @@ def register(subparsers: Any) -> None:
     )
     groups.add_argument(
         "--class-groups",
-        type=Path,
+        type=input_file,
         metavar="FILE",
         help="group id of each class: C integers (groups of predicted classes)",
     )
@@ -101,8 +114,12 @@ def register(subparsers: Any) -> None:
         help="pool the groups too small for ALPHA into one 'rest' group instead of refusing",
     )
     fitted = parser.add_argument_group("fitted scorers", "--fit or --state, exactly one")
-    fitted.add_argument("--fit", type=Path, metavar="DATA", help="fit on these ID logits/features")
-    fitted.add_argument("--fit-targets", type=Path, metavar="TARGETS", help="targets of --fit")
+    fitted.add_argument(
+        "--fit", type=input_file, metavar="DATA", help="fit on these ID logits/features"
+    )
+    fitted.add_argument(
+        "--fit-targets", type=input_file, metavar="TARGETS", help="targets of --fit"
+    )
     fitted.add_argument("--state", type=Path, metavar="STATE", help="a fitted scorer's state file")
     add_reading_options(parser)
     parser.set_defaults(run=run, save_state=None)
@@ -118,27 +135,24 @@ def run(args: argparse.Namespace) -> int:
     from oodscore.scorers.base import SCORERS
 
     alpha = UNIT_OPEN.check(args.alpha, "--alpha")
+    args.name, items = split_scorer(args.name, option="NAME")
     cls = SCORERS.get_class(args.name)
     check_kind(args.name, cls)
-    params = parse_params(args.param, cls)
+    params = parse_params([*items, *args.param], cls)
     check_fit_options(args, cls)
     check_detector_suffix(args.output)
-    inputs = [
-        p
-        for p in (args.input, args.ood, args.fit, args.fit_targets, args.state, args.class_groups)
-        if p is not None
-    ]
+    given = (args.input, args.ood, args.fit, args.fit_targets, args.state, args.class_groups)
+    inputs = [p for p in map(path_of, given) if p is not None]
     check_outputs([args.output], inputs, force=args.force)
-    if args.fit is not None and args.fit.resolve() == args.input.resolve():
+    if args.fit is not None and _same_input(args.fit, args.input, args.key):
         raise ValueError(
             "--fit is INPUT: the guarantee needs calibration data the scorer was not fitted "
             "on; hold out a separate ID set."
         )
-    options = reading(args)
-    grouping = _grouping(args, cls, options)
-    scorer = _scorer(args, cls, params, options)
+    grouping = _grouping(args, cls)
+    scorer = _scorer(args, cls, params)
     detector = OODDetector(scorer, grouping=grouping, merge_small_groups=args.merge_small_groups)
-    data = _data(args, scorer, args.input, options)
+    data = _data(args, scorer, args.input)
     try:
         detector.calibrate(alpha=alpha, **data)
     except (TypeError, ValueError) as error:
@@ -146,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     ood_rate = None
     if args.ood is not None:
         try:
-            ood_rate = detector.ood_detection_rate(**_data(args, scorer, args.ood, options))
+            ood_rate = detector.ood_detection_rate(**_data(args, scorer, args.ood))
         except (TypeError, ValueError) as error:
             raise ValueError(f"Cannot score --ood {str(args.ood)!r}: {error}") from None
     save_detector(detector, args.output, force=args.force, inputs=inputs)
@@ -156,12 +170,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grouping(
-    args: argparse.Namespace, cls: type[Scorer], options: dict[str, Any]
-) -> Grouping | None:
+def _same_input(first: InputFile, second: InputFile, default_key: str | None) -> bool:
+    """Whether two input options name the same array (the same file and key)."""
+    keys = [item.key if item.key is not None else default_key for item in (first, second)]
+    return first.path.resolve() == second.path.resolve() and keys[0] == keys[1]
+
+
+def _grouping(args: argparse.Namespace, cls: type[Scorer]) -> Grouping | None:
     """The group rule of ``--group-by``/``--class-groups``, refused where nothing reads logits."""
+    from oodscore.commands.streaming import read_targets
     from oodscore.detection.grouping import ByClassGroups, ByLabelCount, ByPredictedClass
-    from oodscore.io import load_targets
 
     if args.group_by is not None and args.class_groups is not None:
         raise ValueError("Give --group-by or --class-groups, not both.")
@@ -181,7 +199,7 @@ def _grouping(
     if args.group_by == "label_count":
         threshold = 0.5 if args.label_threshold is None else args.label_threshold
         return ByLabelCount(threshold=threshold)
-    table = load_targets(args.class_groups, **options)
+    table = read_targets(args.class_groups, args)
     if table.ndim != 1 or table.dtype.kind not in "iu":
         raise ValueError(
             f"Expected {str(args.class_groups)!r} to hold one integer group id per class, got "
@@ -190,11 +208,9 @@ def _grouping(
     return ByClassGroups([int(v) for v in table])
 
 
-def _scorer(
-    args: argparse.Namespace, cls: type[Scorer], params: dict[str, Any], options: dict[str, Any]
-) -> Scorer:
+def _scorer(args: argparse.Namespace, cls: type[Scorer], params: dict[str, Any]) -> Scorer:
     """The scorer, fitted on ``--fit`` or read from ``--state`` when it is a fitted scorer."""
-    from oodscore.io import load_array, load_targets
+    from oodscore.commands.streaming import read_array, read_targets
     from oodscore.scorers.base import FittedScorer
     from oodscore.state_file import load_state
 
@@ -204,8 +220,8 @@ def _scorer(
         )
     scorer = cls(**params)
     if isinstance(scorer, FittedScorer):
-        fit_data = load_array(args.fit, **options)
-        targets = None if args.fit_targets is None else load_targets(args.fit_targets, **options)
+        fit_data = read_array(args.fit, args)
+        targets = None if args.fit_targets is None else read_targets(args.fit_targets, args)
         try:
             scorer.fit(fit_data, targets)
         except (TypeError, ValueError) as error:
@@ -213,13 +229,11 @@ def _scorer(
     return scorer
 
 
-def _data(
-    args: argparse.Namespace, scorer: Scorer, path: Path, options: dict[str, Any]
-) -> dict[str, Any]:
-    """``{"logits"|"features"|"scores": array}`` of one input file."""
-    from oodscore.io import load_array
+def _data(args: argparse.Namespace, scorer: Scorer, item: InputFile) -> dict[str, Any]:
+    """``{"logits"|"features"|"scores": array}`` of one input option (``PATH[::KEY]``)."""
+    from oodscore.commands.streaming import read_array
 
-    array = load_array(path, **options)
+    array = read_array(item, args)
     if args.scores:
         if array.ndim == 2 and array.shape[1] == 1:  # a one-column CSV of scores
             array = array[:, 0]

@@ -4,18 +4,21 @@ The output holds one row per input: the score, the conformal p-value, whether th
 rejected as OOD (p <= alpha), its calibration group, and with ``--fdr`` whether
 Benjamini–Hochberg selects it at that false discovery rate. Formats, by extension: ``.npz``
 (one array per column), ``.pt``/``.pth`` (a dict of tensors) or ``.csv`` (a header line,
-then one line per input, written in pieces). Writes are atomic and never replace an input.
+then one line per input, written in pieces); ``-o -`` writes the CSV to standard output.
+Writes are atomic and never replace an input.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from oodscore.commands.score import add_reading_options, reading, reads
+from oodscore.commands.options import STDOUT, add_key_option, input_file
+from oodscore.commands.score import add_reading_options, reads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,10 +48,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "input",
         metavar="INPUT",
-        type=Path,
+        type=input_file,
         help="logits (N, C) (features for a feature scorer; scores with --scores)",
     )
-    parser.add_argument("-o", "--output", type=Path, required=True, help="table to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="table to write (.npz, .pt or .csv; '-': CSV on standard output)",
+    )
     parser.add_argument(
         "--scores", action="store_true", help="INPUT holds (N,) scores of the detector's scorer"
     )
@@ -58,7 +66,7 @@ def register(subparsers: Any) -> None:
         metavar="Q",
         help="also select OOD inputs by Benjamini-Hochberg at false discovery rate Q in (0, 1)",
     )
-    parser.add_argument("--key", help="array to read from .npz files or dicts in .pt files")
+    add_key_option(parser)
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     add_reading_options(parser)
     parser.set_defaults(run=run)
@@ -68,21 +76,23 @@ def run(args: argparse.Namespace) -> int:
     """Load the detector, decide on INPUT, write the table atomically."""
     # NumPy, torch and the detector load here, when the command runs, not when it registers.
     from oodscore._validation import UNIT_OPEN
+    from oodscore.commands.streaming import read_array
     from oodscore.detection.detector_file import load_detector
     from oodscore.detection.fdr import select_ood
-    from oodscore.io import check_outputs, load_array, write_atomic
+    from oodscore.io import check_outputs, write_atomic
 
     fdr = None if args.fdr is None else UNIT_OPEN.check(args.fdr, "--fdr")
-    output: Path = args.output
-    if output.suffix.lower() not in OUTPUTS:
+    output = None if args.output == STDOUT else Path(args.output)
+    if output is not None and output.suffix.lower() not in OUTPUTS:
         raise ValueError(
             f"Cannot write {str(output)!r}: detect writes several columns, to one of "
-            f"{', '.join(OUTPUTS)}; got {output.suffix.lower()!r}."
+            f"{', '.join(OUTPUTS)} (or '-' for CSV on standard output); got "
+            f"{output.suffix.lower()!r}."
         )
-    inputs = [args.detector, args.input]
-    check_outputs([output], inputs, force=args.force)
+    inputs = [args.detector, args.input.path]
+    check_outputs([] if output is None else [output], inputs, force=args.force)
     detector = load_detector(args.detector, decompress_limit=args.decompress_limit)
-    array = load_array(args.input, **reading(args))
+    array = read_array(args.input, args)
     if args.scores and array.ndim == 2 and array.shape[1] == 1:  # a one-column CSV of scores
         array = array[:, 0]
     kind = "scores" if args.scores else reads(detector.scorer)
@@ -98,7 +108,13 @@ def run(args: argparse.Namespace) -> int:
     }
     if fdr is not None:
         columns["selected"] = select_ood(result.p_values, fdr=fdr).cpu().numpy()
-    write_atomic(output, _writer(columns, output.suffix.lower()), force=args.force, inputs=inputs)
+    if output is None:
+        sys.stdout.flush()
+        _write_csv(sys.stdout.buffer, columns)
+        sys.stdout.buffer.flush()
+    else:
+        writer = _writer(columns, output.suffix.lower())
+        write_atomic(output, writer, force=args.force, inputs=inputs)
     return 0
 
 
