@@ -163,7 +163,7 @@ def check_state_suffix(path: str | os.PathLike[str]) -> None:
 
 def _params_json(scorer: FittedScorer) -> str:
     try:
-        return json.dumps(scorer.get_params(), sort_keys=True, allow_nan=False)
+        return json.dumps(scorer.get_params(deep=False), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"Cannot save the parameters of {scorer!r} as JSON ({error}); a state file holds "

@@ -184,7 +184,7 @@ def scorer_label(scorer: Scorer) -> str:
     signature = inspect.signature(type(scorer))
     changed = [
         f"{key}={value!r}"
-        for key, value in scorer.get_params().items()
+        for key, value in scorer.get_params(deep=False).items()
         if value != signature.parameters[key].default
     ]
     name = type(scorer).name

@@ -87,7 +87,7 @@ def save_detector(
         "format": FORMAT,
         "version": VERSION,
         "scorer": name,
-        "params": _json(scorer.get_params(), f"the parameters of {scorer!r}"),
+        "params": _json(scorer.get_params(deep=False), f"the parameters of {scorer!r}"),
         "grouping": _json(_grouping_spec(detector.grouping), "the group rule"),
         "state": state,
     }
