@@ -314,10 +314,11 @@ def reading(reports: Mapping[str, Report], ood_sets: list[str]) -> str:
         values = [reports[label][name, MULTI_LABEL_SCORER]["auroc"] for name in names]
         return "/".join(f"{v:.2f}" for v in values)
 
-    best = max(
-        reports,
-        key=lambda label: sum(reports[label][n, MULTI_LABEL_SCORER]["auroc"] for n in far),
-    )
+    far_sum = {
+        label: sum(reports[label][n, MULTI_LABEL_SCORER]["auroc"] for n in far) for label in reports
+    }
+    top = max(far_sum.values())
+    best = " and ".join(label for label, value in far_sum.items() if value == top)
     near = [reports[label][NEAR, MULTI_LABEL_SCORER]["auroc"] for label in reports]
     far_names = " and ".join(far)
     return (
