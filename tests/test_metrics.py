@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as sk
 
 from oodscore.metrics import (
-    _positions,
+    _ranking,
     aupr_in,
     aupr_out,
     auroc,
@@ -19,7 +19,8 @@ from oodscore.metrics import (
     roc_curve,
 )
 from oodscore.metrics._cumulative import metrics_of_tally
-from oodscore.metrics._ranking import positions, tally
+from oodscore.metrics._positions import metrics_of_ranked
+from oodscore.metrics._ranking import rank, tally
 from oodscore.metrics.functional import fpr_key
 from tests.reference import metrics as ref
 
@@ -123,28 +124,38 @@ def test_hypothesis_any_float32(a: list, b: list) -> None:
     assert_close(ood_metrics(ids, oods), sklearn_metrics(ids, oods))
 
 
-def test_tagged_sort_equals_merge_path() -> None:
-    """float32 goes through the tagged-key sort, float64 through sort-and-merge: the
-    tallies must be identical, bit for bit, on ties, signed zeros, subnormals and extremes,
-    and the position-based metrics must agree with the tally-based ones."""
+@pytest.mark.parametrize("kind", ["positive", "both signs", "extremes"])
+def test_key_widths_give_the_same_tally(kind: str) -> None:
+    """float32 scores sort as 32-bit tagged keys when their keys span fewer than 2**31
+    values (all of one sign, or both signs away from 0), else as 64-bit ones, as float64
+    scores do: the tallies must be identical, bit for bit, on ties, signed zeros,
+    subnormals and extremes, and so must the metrics."""
     rng = np.random.default_rng(7)
-    special = np.array(
-        [0.0, -0.0, 1e-45, -1e-45, 1e-40, 3.4e38, -3.4e38, 1.0, -1.0], dtype=np.float32
-    )
-    a = np.concatenate([tied_scores(rng, 5000, 0.3, 4).astype(np.float32), special])
-    b = np.concatenate([rng.normal(0, 1, 4000).astype(np.float32), special[::-1]])
-    fast = tally(a, b, with_values=True)
-    slow = tally(a.astype(np.float64), b.astype(np.float64))
+    a = tied_scores(rng, 5000, 0.3, 4)
+    b = rng.normal(0, 1, 4000)
+    special = [0.0, -0.0, 1e-45, -1e-45, 1e-40, 1.0, -1.0, 3.4e38, -3.4e38]
+    if kind == "positive":
+        a, b, special = np.abs(a), np.abs(b), [0.0, -0.0, 1e-45, 1e-40, 1.0]
+    elif kind == "both signs":
+        a, b, special = a + 0.1, b + 0.1, [1.0, -1.0, 1e-20, -1e-20]
+    a = np.concatenate([a, special]).astype(np.float32)
+    b = np.concatenate([b, special[::-1]]).astype(np.float32)
+    narrow, wide = rank([a], [b]), rank([a.astype(np.float64)], [b.astype(np.float64)])
+    assert narrow.keys.dtype == (np.uint64 if kind == "extremes" else np.uint32)
+    assert wide.keys.dtype == np.uint64
+    fast, slow = tally(narrow, with_values=True), tally(wide, with_values=True)
     np.testing.assert_array_equal(fast.id_counts, slow.id_counts)
     np.testing.assert_array_equal(fast.ood_counts, slow.ood_counts)
     np.testing.assert_array_equal(fast.values, slow.values)
-    assert_close(ood_metrics(a, b), ood_metrics(a.astype(np.float64), b.astype(np.float64)), 1e-12)
+    assert ood_metrics(a, b) == ood_metrics(a.astype(np.float64), b.astype(np.float64))
+    assert_close(ood_metrics(a, b), sklearn_metrics(a, b))
 
 
 @pytest.mark.parametrize("levels", [0, 3, 40])
 def test_positions_and_tally_paths_agree(levels: int) -> None:
-    """Rule "first" reads positions, the other rules and the binned mode a tally; both feed
-    the same kernels: AUROC and FPR agree exactly, the average precisions up to rounding."""
+    """Rule "first" sums over the groups as they come, the other rules and the binned mode
+    read a tally; both feed the same kernels: AUROC and FPR agree exactly, the average
+    precisions up to rounding."""
     rng = np.random.default_rng(100 + levels)
     for dtype in (np.float16, np.float32, np.float64):
         if levels:
@@ -153,8 +164,8 @@ def test_positions_and_tally_paths_agree(levels: int) -> None:
             a, b = rng.normal(0.5, 1.0, 3000), rng.normal(0.0, 1.0, 2000)
         a, b = a.astype(dtype), b.astype(dtype)
         for tpr in (0.95, 0.5, 1.0, 1e-3):
-            from_positions = _positions.metrics_of_positions(positions(a, b), tpr)
-            from_tally = metrics_of_tally(tally(a, b), tpr, "first")
+            from_positions = metrics_of_ranked(rank([a], [b]), tpr)
+            from_tally = metrics_of_tally(tally(rank([a], [b])), tpr, "first")
             assert from_positions.auroc == from_tally.auroc
             assert from_positions.fpr == from_tally.fpr
             assert from_positions.aupr_in == pytest.approx(from_tally.aupr_in, rel=1e-13)
@@ -289,7 +300,7 @@ def test_bad_rule() -> None:
 @pytest.mark.parametrize("block", [1, 3, 64])
 def test_block_boundaries(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
     """Tiny blocks put runs of ties and the FPR threshold across block boundaries."""
-    monkeypatch.setattr(_positions, "BLOCK", block)
+    monkeypatch.setattr(_ranking, "BLOCK", block)
     rng = np.random.default_rng(block)
     for dtype in (np.float32, np.float64):
         for levels in (1, 4, 0):

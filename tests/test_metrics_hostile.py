@@ -106,7 +106,8 @@ def assert_binned_within_bounds(ids: np.ndarray, oods: np.ndarray, num_bins: int
     exact = ood_metrics(ids, oods)
     metric = stream(OODMetrics("binned", num_bins=num_bins), ids, oods)
     binned, bounds = metric.compute(), metric.error_bounds()
-    assert abs(binned["auroc"] - exact["auroc"]) <= bounds["auroc"] + 1e-12
+    for key in ("auroc", "aupr_in", "aupr_out"):
+        assert abs(binned[key] - exact[key]) <= bounds[key] + 1e-12, key
     assert 0 <= binned["fpr95"] - exact["fpr95"] <= bounds["fpr95"] + 1e-12
 
 
@@ -209,7 +210,12 @@ def test_binned_subnormal_and_degenerate_spans(flush: bool) -> None:
             "aupr_out": 1.0,
             "fpr95": 0.0,
         }
-        assert one_subnormal.error_bounds() == {"auroc": 0.0, "fpr95": 0.0}
+        assert one_subnormal.error_bounds() == {
+            "auroc": 0.0,
+            "aupr_in": 0.0,
+            "aupr_out": 0.0,
+            "fpr95": 0.0,
+        }
         constant = stream(OODMetrics("binned"), np.full(3, TINY64), np.full(2, TINY64))
         assert constant.compute()["auroc"] == 0.5
         assert constant.compute()["fpr95"] == 1.0

@@ -58,7 +58,12 @@ def test_exact_mode_equals_ood_metrics(rule: str) -> None:
         feed(metric, a.astype(dtype), b.astype(dtype), batches=7)
         want = ood_metrics(a.astype(dtype), b.astype(dtype), 0.9, rule=rule)  # type: ignore[arg-type]
         assert metric.compute() == want
-        assert metric.error_bounds() == {"auroc": 0.0, "fpr90": 0.0}
+        assert metric.error_bounds() == {
+            "auroc": 0.0,
+            "aupr_in": 0.0,
+            "aupr_out": 0.0,
+            "fpr90": 0.0,
+        }
 
 
 def test_exact_mode_mixed_dtypes_and_reset() -> None:
@@ -86,10 +91,12 @@ def test_binned_bounds_hold_on_digit_scores(
     metric = OODMetrics("binned", num_bins=num_bins)
     feed(metric, a, b, batches=5)
     binned, bounds = metric.compute(), metric.error_bounds()
-    assert abs(binned["auroc"] - exact["auroc"]) <= bounds["auroc"] + 1e-12
+    for key in ("auroc", "aupr_in", "aupr_out"):
+        assert abs(binned[key] - exact[key]) <= bounds[key] + 1e-12, key
     assert binned["fpr95"] - bounds["fpr95"] - 1e-12 <= exact["fpr95"] <= binned["fpr95"] + 1e-12
     if num_bins == 2**16 and kind == "energy":  # fine bins: the bounds themselves are small
         assert bounds["auroc"] < 2e-3
+        assert max(bounds["aupr_in"], bounds["aupr_out"]) < 5e-3
         for key in ("auroc", "aupr_in", "aupr_out"):
             assert binned[key] == pytest.approx(exact[key], abs=3e-3)
 
@@ -107,7 +114,8 @@ def test_binned_bounds_hold_on_skewed_scores(num_bins: int) -> None:
         metric = OODMetrics("binned", num_bins=num_bins)
         feed(metric, a, b, batches=4)
         binned, bounds = metric.compute(), metric.error_bounds()
-        assert abs(binned["auroc"] - exact["auroc"]) <= bounds["auroc"] + 1e-12
+        for key in ("auroc", "aupr_in", "aupr_out"):
+            assert abs(binned[key] - exact[key]) <= bounds[key] + 1e-12, key
         assert 0 <= binned["fpr95"] - exact["fpr95"] <= bounds["fpr95"] + 1e-12
 
 

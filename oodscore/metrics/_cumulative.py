@@ -21,6 +21,7 @@ from oodscore.metrics._kernels import (
     false_positive_rate,
     pairs,
     precision_sum,
+    precision_sum_range,
     threshold_rank,
 )
 from oodscore.metrics._ranking import IntArray, Tally
@@ -29,6 +30,7 @@ __all__ = [
     "FPR_RULES",
     "Cumulative",
     "FprRule",
+    "aupr_ranges",
     "check_rule",
     "metrics_of_tally",
     "threshold_group",
@@ -98,6 +100,27 @@ def _at_least(total: int, at_most: IntArray, counts: IntArray) -> IntArray:
     return at_least
 
 
+def aupr_ranges(c: Cumulative) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where AUPR-In and AUPR-Out lie whatever the order of the scores inside each group.
+
+    For binned counts (`precision_sum_range`): AUPR-In sums over the groups from the top,
+    its positives (ID) beyond a group are those above it; AUPR-Out from the bottom, with
+    OOD positive. Returns ``((low_in, high_in), (low_out, high_out))``.
+    """
+    all_at_most = c.all_at_most
+    n = c.n_id + c.n_ood
+    low_in, high_in = precision_sum_range(
+        c.id_counts, c.n_id - c.id_at_most, n - all_at_most, c.ood_counts
+    )
+    ood_below = c.ood_at_most - c.ood_counts
+    all_below = all_at_most - c.id_counts - c.ood_counts
+    low_out, high_out = precision_sum_range(c.ood_counts, ood_below, all_below, c.id_counts)
+    return (
+        (average_precision(low_in, c.n_id), average_precision(high_in, c.n_id)),
+        (average_precision(low_out, c.n_ood), average_precision(high_out, c.n_ood)),
+    )
+
+
 def threshold_group(c: Cumulative, tpr: float) -> int:
     """Index of the group that holds the threshold of rule "first" (`threshold_rank`)."""
     return int(np.searchsorted(c.id_at_most, threshold_rank(tpr, c.n_id), side="right"))
@@ -158,7 +181,6 @@ def metrics_of_tally(counts: Tally, tpr: float, rule: FprRule) -> Metrics:
     precision_in = precision_sum(c.id_counts, c.id_at_least, all_at_least)
     del all_at_least  # these arrays can be as long as the scores: few at a time
     precision_out = precision_sum(c.ood_counts, c.ood_at_most, c.all_at_most)
-    # (uint8 counts come only without ties, where no group holds both: the products are 0.)
     tied_pairs = pairs(c.id_counts, c.ood_counts)
     return Metrics(
         auroc(at_least_pairs, tied_pairs, c.n_id, c.n_ood),

@@ -1,142 +1,48 @@
 """The one ranking step behind every metric: ID and OOD scores in one exact order.
 
-Two representations come out of it, and the formulas of `oodscore.metrics._kernels` read
-both. `Positions` (the label of every sorted position and the runs of equal scores) feeds
-the four metrics of ``ood_metrics`` (`oodscore.metrics._positions`); `Tally` (ID and OOD
-counts at each unique value) feeds the other FPR rules, the ROC curve and the binned
-streaming metrics (`oodscore.metrics._cumulative`). Scores are never transformed before ranking:
-ties are ties of the values given (with ``-0.0 == 0.0``), and counts are int64.
+`rank` turns every score into its tagged key (`oodscore.metrics._keys`: twice its order key
+plus 1 for an ID score, 32 bits wide where the scores allow) and sorts them with one plain
+``np.sort``, in place: equal scores end up adjacent and the labels come along. Nothing
+else of the size of the scores is built: the keys are written chunk by chunk from the
+scores (or from the parts `oodscore.metrics.OODMetrics` keeps, never concatenated), and
+every later step reads the sorted keys block by block.
 
-Every comparison is one of integers. A float becomes its **order key**: its bits read as a
-signed integer of the same width, negative numbers mirrored (``-|bits|``), so that the
-integer order is the order of the numbers and ``-0.0`` and ``+0.0`` share the key 0.
-Sorting floats directly would depend on the CPU: in flush-to-zero mode
-(``torch.set_flush_denormal(True)``) it treats subnormal numbers as 0, and NumPy's
-vectorized sort even writes them back as 0. Keys keep every subnormal score a distinct
-number in every mode; floats are widened (float16 to float32 to float64) with integer
-operations too (`exact_astype`).
-
-Two ways to sort, chosen by dtype:
-
-* **Tagged sort** (float16, float32 and small integers, all finite): every such value is
-  exact in float32, so its 32-bit key, doubled, leaves the lowest bit of an int64 free to
-  carry the label (1 = ID). One plain ``np.sort`` of the tagged int64 keys orders the
-  values, keeps equal values adjacent and brings the labels along; a new value starts
-  where two neighbouring keys differ in more than the tag bit. ``np.argsort`` would do the
-  same job several times slower.
-* **Sort and merge** (float64, wider integers, or any input holding ±inf): each side's
-  keys (the values themselves for integers) are sorted on their own; a stable argsort of
-  the two sorted runs then merges them in linear time (timsort), or, for a tally, the
-  unique keys and counts of each side are merged on the union of keys. Mixed sides follow
-  NumPy's promotion (int64 against float64 compares in float64).
+`group_ends` is that reading: the scores fall into groups of equal value, and a metric needs
+for each group where it ends and how many ID scores lie before that end
+(`oodscore.metrics._kernels`). `oodscore.metrics._positions` sums the four metrics of rule
+"first" over these groups as they come; `tally` collects them as a `Tally` for the other
+FPR rules, the ROC curve and the binned streaming metrics. Scores are never transformed
+before ranking: ties are ties of the values given (with ``-0.0 == 0.0``).
 """
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from oodscore.metrics._inputs import sum_is_finite
+from oodscore.metrics import _keys
+from oodscore.metrics._keys import KeyMap
 
 __all__ = [
+    "BLOCK",
     "FloatArray",
     "IntArray",
-    "Positions",
+    "Ranked",
     "Tally",
-    "exact_astype",
-    "order_keys",
-    "positions",
-    "sorted_tagged",
-    "taggable",
+    "block_size",
+    "group_ends",
+    "rank",
     "tally",
-    "values_of_keys",
 ]
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.integer[Any]]]
 
-# Dtypes whose every value is exact in float32, so that a 32-bit key plus a tag fits int64.
-_TAGGABLE = frozenset(
-    np.dtype(t) for t in (np.float16, np.float32, np.int8, np.uint8, np.int16, np.uint16)
-)
-# Index of the least significant byte of a uint64 in memory.
-_LOW_BYTE = 0 if sys.byteorder == "little" else 7
-# Signed and unsigned integers of each float width, in bytes.
-_SIGNED: dict[int, np.dtype[Any]] = {
-    2: np.dtype(np.int16),
-    4: np.dtype(np.int32),
-    8: np.dtype(np.int64),
-}
-_UNSIGNED: dict[int, np.dtype[Any]] = {
-    2: np.dtype(np.uint16),
-    4: np.dtype(np.uint32),
-    8: np.dtype(np.uint64),
-}
-
-
-def order_keys(values: np.ndarray[Any, Any]) -> IntArray:
-    """Signed integer keys of floats, in their order, ``-0.0`` and ``+0.0`` both 0.
-
-    Integer operations only, so subnormal numbers keep their place whatever the CPU's
-    flush-to-zero mode. The keys have the width of the floats (float32: int32).
-
-    Examples:
-        >>> import numpy as np
-        >>> from oodscore.metrics._ranking import order_keys
-        >>> order_keys(np.array([-1.0, -0.0, 0.0, 5e-324, 1.0])).tolist()
-        [-4607182418800017408, 0, 0, 1, 4607182418800017408]
-    """
-    signed = _SIGNED[values.dtype.itemsize]
-    bits = values.view(signed)
-    sign = bits >> (8 * signed.itemsize - 1)  # -1 for negative numbers, 0 otherwise
-    keys: IntArray = bits & np.iinfo(signed).max  # the magnitude
-    keys ^= sign
-    keys -= sign  # negated where the number is negative
-    return keys
-
-
-def values_of_keys(keys: IntArray, dtype: np.dtype[Any] | type) -> np.ndarray[Any, Any]:
-    """The floats of `order_keys` (key 0 gives ``+0.0``), of the keys' width."""
-    sign = keys >> (8 * keys.dtype.itemsize - 1)
-    bits = keys ^ sign
-    bits -= sign  # the magnitude
-    bits |= sign & np.iinfo(keys.dtype).min  # the sign bit of negative numbers
-    return bits.view(dtype)
-
-
-def exact_astype(values: np.ndarray[Any, Any], dtype: np.dtype[Any] | type) -> np.ndarray[Any, Any]:
-    """``values`` as the float ``dtype`` (as wide or wider, for floats), whatever the CPU mode.
-
-    A CPU in flush-to-zero mode turns a float32 subnormal into 0 when widening it to
-    float64; this builds the wider bits with integer operations instead (the subnormals,
-    normal numbers in the wider format, are scaled by an exact power of two). Integers are
-    converted by NumPy's rule (rounding to nearest beyond the float's precision).
-    """
-    target = np.dtype(dtype)
-    if values.dtype == target:
-        return values
-    if values.dtype.kind != "f":
-        return values.astype(target)
-    src, dst = np.finfo(values.dtype), np.finfo(target)
-    src_bias, dst_bias = src.maxexp - 1, dst.maxexp - 1
-    bits = values.view(_UNSIGNED[values.dtype.itemsize]).astype(np.uint64)
-    biased = (bits >> src.nmant) & ((1 << src.nexp) - 1)
-    mantissa = bits & ((1 << src.nmant) - 1)
-    out = (biased + (dst_bias - src_bias)) << dst.nmant
-    out |= mantissa << (dst.nmant - src.nmant)
-    top = biased == (1 << src.nexp) - 1  # ±inf (NaN keeps its payload)
-    if top.any():
-        out[top] = (((1 << dst.nexp) - 1) << dst.nmant) | (mantissa[top] << (dst.nmant - src.nmant))
-    low = biased == 0  # zeros and subnormals: m * 2**(1 - bias - nmant), normal when m > 0
-    if low.any():
-        scaled = mantissa[low].astype(np.float64) * 2.0 ** (1 - src_bias - src.nmant)
-        out[low] = scaled.astype(target).view(_UNSIGNED[target.itemsize])
-    out |= (bits >> (8 * values.dtype.itemsize - 1)) << (8 * target.itemsize - 1)
-    widened: np.ndarray[Any, Any] = out.astype(_UNSIGNED[target.itemsize]).view(target)
-    return widened
+BLOCK = 1 << 16
+"""Sorted positions per block of `group_ends` (its temporaries stay in a core's cache)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +51,7 @@ class Tally:
 
     Attributes:
         id_counts: ``(G,)`` number of ID scores equal to each unique value (any integer
-            dtype; 0/1 ``uint8`` when no two scores are equal).
+            dtype).
         ood_counts: ``(G,)`` number of OOD scores equal to each unique value.
         n_id: Total number of ID scores, ``P``.
         n_ood: Total number of OOD scores, ``N``.
@@ -159,193 +65,114 @@ class Tally:
     values: FloatArray | None = None
 
 
-def _all_finite(arr: np.ndarray[Any, Any]) -> bool:
-    return arr.dtype.kind != "f" or sum_is_finite(arr) or bool(np.isfinite(arr).all())
-
-
-def taggable(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> bool:
-    """Whether the tagged sort applies: float16/float32/small ints, all finite."""
-    return (
-        id_scores.dtype in _TAGGABLE
-        and ood_scores.dtype in _TAGGABLE
-        and _all_finite(id_scores)
-        and _all_finite(ood_scores)
-    )
-
-
-def tally(
-    id_scores: np.ndarray[Any, Any],
-    ood_scores: np.ndarray[Any, Any],
-    *,
-    with_values: bool = False,
-) -> Tally:
-    """Count ID and OOD scores at every unique value of checked 1-D arrays (see module doc)."""
-    if taggable(id_scores, ood_scores):
-        return _tally_tagged(id_scores, ood_scores, with_values=with_values)
-    return _tally_merged(id_scores, ood_scores)
-
-
-def sorted_tagged(
-    id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]
-) -> tuple[IntArray, np.ndarray[Any, np.dtype[np.uint64]], np.ndarray[Any, np.dtype[np.uint8]]]:
-    """The tagged int64 keys sorted, their bits, and the 0/1 ID flag of each position.
-
-    A key is twice the float32 `order_keys` of a score, plus 1 for an ID score.
-    """
-    n_id = id_scores.shape[0]
-    keys = np.empty(n_id + ood_scores.shape[0], dtype=np.int64)
-    keys[:n_id] = order_keys(exact_astype(id_scores, np.float32))
-    keys[n_id:] = order_keys(exact_astype(ood_scores, np.float32))
-    keys <<= 1
-    keys[:n_id] |= 1
-    keys.sort()
-    bits = keys.view(np.uint64)
-    return keys, bits, bits.view(np.uint8)[_LOW_BYTE::8] & np.uint8(1)
-
-
-def _sort_keys(scores: np.ndarray[Any, Any], common: np.dtype[Any]) -> np.ndarray[Any, Any]:
-    """What the sort-and-merge path sorts: `order_keys` of floats, integers as they are."""
-    if common.kind == "f":
-        return order_keys(exact_astype(scores, common))
-    return scores.astype(common)
-
-
-def _values(keys: np.ndarray[Any, Any], common: np.dtype[Any]) -> FloatArray:
-    """The float64 values of sorted keys of `_sort_keys`."""
-    if common.kind == "f":
-        return exact_astype(values_of_keys(keys, common), np.float64)
-    return keys.astype(np.float64)
-
-
 @dataclass(frozen=True)
-class Positions:
-    """The ID flag of every position in ascending order of the scores, and the runs of ties.
-
-    The representation behind `oodscore.metrics.ood_metrics`: a score that equals no other
-    is a group of one, counted by its rank and its position; each run of equal scores is
-    one group (see `oodscore.metrics._positions`).
+class Ranked:
+    """Every score as a tagged key, in ascending order (OOD before ID among equal scores).
 
     Attributes:
-        is_id: ``(n,)`` whether the score at each sorted position is an ID score.
-        tied: ``(n,)`` whether that score equals a neighbour (lies in a run).
-        tie_first: ``(T,)`` first position of each run of two or more equal scores.
-        tie_last: ``(T,)`` last position of each such run.
+        keys: ``(n,)`` the sorted tagged keys, ``uint32`` or ``uint64``.
+        key_map: How the keys were made (and how to read the scores back).
         n_id: Number of ID scores, ``P``.
+        n_ood: Number of OOD scores, ``N``.
     """
 
-    is_id: np.ndarray[Any, np.dtype[np.bool_]]
-    tied: np.ndarray[Any, np.dtype[np.bool_]]
-    tie_first: IntArray
-    tie_last: IntArray
+    keys: IntArray
+    key_map: KeyMap
     n_id: int
+    n_ood: int
 
 
-def positions(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> Positions:
-    """The `Positions` of checked 1-D scores (tagged sort where it applies)."""
-    n_id = id_scores.shape[0]
-    if taggable(id_scores, ood_scores):
-        _, bits, flags = sorted_tagged(id_scores, ood_scores)
-        # same[j]: position j + 1 holds the value of j (the keys differ at most in the tag).
-        same = np.bitwise_xor(bits[1:], bits[:-1]) <= 1
-        return _positions(flags.view(np.bool_), same, n_id)
-    # Sort each side's keys, then merge: a stable argsort of two sorted runs is a linear
-    # merge (timsort).
-    common = np.result_type(id_scores.dtype, ood_scores.dtype)
-    id_keys, ood_keys = _sort_keys(id_scores, common), _sort_keys(ood_scores, common)
-    id_keys.sort()
-    ood_keys.sort()
-    both = np.concatenate((id_keys, ood_keys))
-    del id_keys, ood_keys
-    order = np.argsort(both, kind="stable")
-    is_id = order < n_id
-    both = both[order]
-    del order
-    same = both[1:] == both[:-1]
-    del both
-    return _positions(is_id, same, n_id)
+def rank(
+    id_parts: Sequence[np.ndarray[Any, Any]], ood_parts: Sequence[np.ndarray[Any, Any]]
+) -> Ranked:
+    """Sort the checked 1-D scores of ``id_parts`` and ``ood_parts`` (any real dtypes) as one.
+
+    The parts of a side are read in turn, as if concatenated; scores of several dtypes
+    compare by NumPy's promotion (int64 against float32 in float64).
+    """
+    parts = [*id_parts, *ood_parts]
+    key_map = KeyMap.of(parts)
+    n_id = sum(p.shape[0] for p in id_parts)
+    n = n_id + sum(p.shape[0] for p in ood_parts)
+    keys = np.empty(n, key_map.width)
+    position, size = 0, _keys.CHUNK
+    for tag, side in ((1, id_parts), (0, ood_parts)):
+        for part in side:
+            for start in range(0, part.shape[0], size):
+                chunk = part[start : start + size]
+                key_map.encode(chunk, tag, keys[position : position + chunk.shape[0]])
+                position += chunk.shape[0]
+    keys.sort()
+    return Ranked(keys, key_map, n_id, n - n_id)
 
 
-def _positions(
-    is_id: np.ndarray[Any, np.dtype[np.bool_]],
-    same: np.ndarray[Any, np.dtype[np.bool_]],
-    n_id: int,
-) -> Positions:
-    """Build `Positions` from the sorted ID flags and ``same[j]``: j + 1 equals j."""
-    tied = np.zeros(is_id.shape[0], dtype=bool)
-    tied[1:] = same
-    tied[:-1] |= same
-    continues = np.flatnonzero(same)
-    if continues.shape[0] == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return Positions(is_id, tied, empty, empty, n_id)
-    # Consecutive continuations belong to one run.
-    opens = np.concatenate(([True], np.diff(continues) != 1))
-    closes = np.concatenate((opens[1:], [True]))
-    return Positions(is_id, tied, continues[opens], continues[closes] + 1, n_id)
+def block_size() -> int:
+    """`BLOCK`, read when called (tests shrink it)."""
+    return BLOCK
 
 
-def _tally_tagged(
-    id_scores: np.ndarray[Any, Any],
-    ood_scores: np.ndarray[Any, Any],
-    *,
-    with_values: bool,
-) -> Tally:
-    n_id, n_ood = id_scores.shape[0], ood_scores.shape[0]
-    n = n_id + n_ood
-    keys, bits, is_id = sorted_tagged(id_scores, ood_scores)
-    # A new threshold starts where neighbouring keys differ in more than the tag bit.
-    changed = np.bitwise_xor(bits[1:], bits[:-1])
-    ends = np.flatnonzero(changed > 1)
-    del changed
-    values: FloatArray | None = None
-    if ends.shape[0] == n - 1:  # no two scores are equal: every score is its own threshold
-        id_counts: IntArray = is_id
-        ood_counts: IntArray = np.uint8(1) - is_id
-        if with_values:
-            values = _tagged_values(keys)
-        return Tally(id_counts, ood_counts, n_id, n_ood, values)
-    ends = np.append(ends, n - 1)
-    cumulative_id = np.cumsum(is_id, dtype=np.int64)[ends]
-    id_counts = np.diff(cumulative_id, prepend=np.int64(0))
-    ood_counts = np.diff(ends, prepend=np.int64(-1)) - id_counts
-    if with_values:
-        values = _tagged_values(keys[ends])
-    return Tally(id_counts, ood_counts, n_id, n_ood, values)
+def group_ends(ranked: Ranked, block: int) -> Iterator[tuple[FloatArray, FloatArray]]:
+    """The groups of equal scores, block by block: where each ends, and the ID scores before.
+
+    Yields ``(ends, ids)``, two float64 arrays of ``G + 1`` entries for the ``G`` groups
+    that end in a block of ``block`` sorted positions: entry 0 belongs to the group before
+    them (0 and 0 at first), entry ``g`` to the ``g``-th: the position just after its last
+    score, and the number of ID scores before that position. The counts are integers held
+    exactly (below 2**53). The arrays are reused: read them before asking for the next
+    block.
+
+    A group ends where two neighbouring keys differ in more than the tag bit. The ID
+    scores before a position are a running count of the tags.
+    """
+    keys, n = ranked.keys, ranked.keys.shape[0]
+    one = keys.dtype.type(1)
+    changed = np.empty(block, keys.dtype)
+    tags = np.empty(block, keys.dtype)
+    starts = np.empty(block, bool)
+    running = np.zeros(block + 1, keys.dtype)  # running[j]: ID scores in the block before j
+    taken = np.empty(block + 1, keys.dtype)
+    ends, ids = np.empty(block + 2), np.empty(block + 2)
+    ends[0] = ids[0] = 0.0
+    ids_before = 0  # ID scores before the block
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        size = stop - start
+        chunk = keys[start:stop]
+        # changed[j]: key j against key j - 1 (the first key of all begins a group: 0 here).
+        if start:
+            np.bitwise_xor(chunk, keys[start - 1 : stop - 1], out=changed[:size])
+        else:
+            changed[0] = 0
+            np.bitwise_xor(chunk[1:], chunk[:-1], out=changed[1:size])
+        np.greater(changed[:size], one, out=starts[:size])
+        local = np.flatnonzero(starts[:size])  # a group ends just before each of these
+        np.bitwise_and(chunk, one, out=tags[:size])
+        np.cumsum(tags[:size], out=running[1 : size + 1])
+        count = local.shape[0]
+        np.add(local, np.float64(start), out=ends[1 : count + 1])
+        np.take(running, local, out=taken[:count], mode="wrap")
+        np.add(taken[:count], np.float64(ids_before), out=ids[1 : count + 1])
+        ids_before += int(running[size])
+        if stop == n:  # the last group ends with the scores
+            count += 1
+            ends[count], ids[count] = stop, ids_before
+        yield ends[: count + 1], ids[: count + 1]
+        ends[0], ids[0] = ends[count], ids[count]
 
 
-def _tagged_values(keys: IntArray) -> FloatArray:
-    """The float64 values of tagged keys."""
-    return exact_astype(values_of_keys((keys >> 1).astype(np.int32), np.float32), np.float64)
-
-
-def _unique_counts(
-    sorted_scores: np.ndarray[Any, Any],
-) -> tuple[np.ndarray[Any, Any], IntArray]:
-    """Unique values of a sorted array of keys or integers, and their counts."""
-    starts = np.flatnonzero(np.concatenate(([True], sorted_scores[1:] != sorted_scores[:-1])))
-    counts = np.diff(np.append(starts, sorted_scores.shape[0]))
-    return sorted_scores[starts], counts
-
-
-def _tally_merged(id_scores: np.ndarray[Any, Any], ood_scores: np.ndarray[Any, Any]) -> Tally:
-    common = np.result_type(id_scores.dtype, ood_scores.dtype)
-    id_keys, ood_keys = _sort_keys(id_scores, common), _sort_keys(ood_scores, common)
-    id_keys.sort()
-    ood_keys.sort()
-    id_values, id_counts_own = _unique_counts(id_keys)
-    ood_values, ood_counts_own = _unique_counts(ood_keys)
-    del id_keys, ood_keys
-    # Both lists are sorted: a stable sort of their concatenation is a linear merge.
-    merged = np.sort(np.concatenate((id_values, ood_values)), kind="stable")
-    values, _ = _unique_counts(merged)
-    id_counts = np.zeros(values.shape[0], dtype=np.int64)
-    ood_counts = np.zeros(values.shape[0], dtype=np.int64)
-    id_counts[np.searchsorted(values, id_values)] = id_counts_own
-    ood_counts[np.searchsorted(values, ood_values)] = ood_counts_own
+def tally(ranked: Ranked, *, with_values: bool = False) -> Tally:
+    """Count ID and OOD scores at every unique value (and read the values, if asked)."""
+    id_counts, ood_counts, values = [], [], []
+    for ends, ids in group_ends(ranked, block_size()):
+        gained = np.diff(ids).astype(np.int64)
+        id_counts.append(gained)
+        ood_counts.append(np.diff(ends).astype(np.int64) - gained)
+        if with_values:  # the key of a group's last score
+            values.append(ranked.keys[ends[1:].astype(np.int64) - 1])
     return Tally(
-        id_counts,
-        ood_counts,
-        id_scores.shape[0],
-        ood_scores.shape[0],
-        _values(values, common),
+        np.concatenate(id_counts),
+        np.concatenate(ood_counts),
+        ranked.n_id,
+        ranked.n_ood,
+        ranked.key_map.values(np.concatenate(values)) if with_values else None,
     )

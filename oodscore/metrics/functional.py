@@ -11,8 +11,8 @@ Conventions (the same in every function here and in `oodscore.metrics.OODMetrics
   up to float64 rounding.
 * All four metrics of `ood_metrics` come from one sort of the scores.
 
-Each formula is written once, in `oodscore.metrics._kernels`; the two representations of
-the ranked scores (`oodscore.metrics._positions` for rule ``"first"``,
+Each formula is written once, in `oodscore.metrics._kernels`; the two readings of the
+ranked scores (`oodscore.metrics._positions` for rule ``"first"``,
 `oodscore.metrics._cumulative` for the other rules, the ROC curve and the binned mode of
 `OODMetrics`) only count what those formulas read.
 """
@@ -20,7 +20,9 @@ the ranked scores (`oodscore.metrics._positions` for rule ``"first"``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Real
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +35,8 @@ from oodscore.metrics._cumulative import (
 )
 from oodscore.metrics._inputs import as_scores
 from oodscore.metrics._kernels import Metrics
-from oodscore.metrics._positions import metrics_of_positions
-from oodscore.metrics._ranking import FloatArray, positions, tally
+from oodscore.metrics._positions import metrics_of_ranked
+from oodscore.metrics._ranking import FloatArray, rank, tally
 
 __all__ = [
     "FPR_RULES",
@@ -46,6 +48,7 @@ __all__ = [
     "fpr_at_tpr",
     "fpr_key",
     "metrics_dict",
+    "metrics_of_parts",
     "ood_metrics",
     "roc_curve",
 ]
@@ -85,12 +88,23 @@ def metrics_dict(metrics: Metrics, tpr: float) -> dict[str, float]:
     }
 
 
+def metrics_of_parts(
+    id_parts: Sequence[np.ndarray[Any, Any]],
+    ood_parts: Sequence[np.ndarray[Any, Any]],
+    tpr: float,
+    rule: FprRule,
+) -> Metrics:
+    """The four metrics of checked scores, each side given in parts (never concatenated)."""
+    ranked = rank(id_parts, ood_parts)
+    if rule == "first":
+        return metrics_of_ranked(ranked, tpr)
+    return metrics_of_tally(tally(ranked), tpr, rule)
+
+
 def _metrics(id_scores: object, ood_scores: object, tpr: float, rule: FprRule) -> Metrics:
     """Check the scores, rank them once, and compute the four metrics."""
     ids, oods = as_scores(id_scores, "id_scores"), as_scores(ood_scores, "ood_scores")
-    if rule == "first":
-        return metrics_of_positions(positions(ids, oods), tpr)
-    return metrics_of_tally(tally(ids, oods), tpr, rule)
+    return metrics_of_parts([ids], [oods], tpr, rule)
 
 
 def auroc(id_scores: object, ood_scores: object) -> float:
@@ -290,9 +304,8 @@ def roc_curve(id_scores: object, ood_scores: object) -> tuple[FloatArray, FloatA
         >>> fpr, tpr, thresholds
         (array([0. , 0. , 0.5, 1. ]), array([0. , 0.5, 1. , 1. ]), array([inf,  3.,  2.,  1.]))
     """
-    counts = tally(
-        as_scores(id_scores, "id_scores"), as_scores(ood_scores, "ood_scores"), with_values=True
-    )
+    ids, oods = as_scores(id_scores, "id_scores"), as_scores(ood_scores, "ood_scores")
+    counts = tally(rank([ids], [oods]), with_values=True)
     assert counts.values is not None
     c = Cumulative.of(counts)
     fpr = np.r_[0.0, c.ood_at_least[::-1] / c.n_ood]

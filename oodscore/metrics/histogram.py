@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from oodscore._distributed import all_reduce, is_distributed
-from oodscore.metrics._ranking import Tally, exact_astype, order_keys, values_of_keys
+from oodscore.metrics._keys import exact_astype, order_keys, values_of_keys
+from oodscore.metrics._ranking import Tally
 
 __all__ = ["Histogram"]
 

@@ -5,8 +5,10 @@ r"""Streaming OOD metrics over batches, on one process or under ``torch.distribu
 
 * ``"exact"`` keeps every score on the CPU in its own dtype (float16/32/64; integers as
   int64, or uint64) and returns exactly the numbers of `oodscore.metrics.ood_metrics` on
-  all scores seen. Batches of several dtypes combine by NumPy's promotion, as
-  ``np.concatenate`` would: integers with floats compare in float64, int64 with uint64 too.
+  all scores seen, ranking the batches it keeps without concatenating them (computing
+  holds the scores once, plus their sorted keys: 4 bytes a score for float32). Batches of
+  several dtypes combine by NumPy's promotion, as ``np.concatenate`` would: integers with
+  floats compare in float64, int64 with uint64 too.
 * ``"binned"`` keeps two histograms (ID and OOD) of ``num_bins`` bins, fixed memory
   whatever the number of scores, and computes the metrics of the binned scores, with
   guaranteed error bounds (`OODMetrics.error_bounds`). The grid of bins is described in
@@ -27,14 +29,16 @@ from oodscore._validation import check_int
 from oodscore.metrics._cumulative import (
     Cumulative,
     FprRule,
+    aupr_ranges,
     check_rule,
     metrics_of_tally,
     threshold_group,
 )
 from oodscore.metrics._inputs import as_labels, as_scores
 from oodscore.metrics._kernels import auroc_tie_weight, pairs
-from oodscore.metrics._ranking import Tally, exact_astype, order_keys
-from oodscore.metrics.functional import check_tpr, fpr_key, metrics_dict, ood_metrics
+from oodscore.metrics._keys import exact_astype, order_keys
+from oodscore.metrics._ranking import Tally
+from oodscore.metrics.functional import check_tpr, fpr_key, metrics_dict, metrics_of_parts
 from oodscore.metrics.histogram import Histogram
 
 __all__ = ["Mode", "OODMetrics"]
@@ -74,8 +78,12 @@ class OODMetrics:
     $|\mathrm{AUROC}_{\mathrm{binned}} - \mathrm{AUROC}| \le \sum_b I_b O_b / (2PN)$.
     FPR (rule ``"first"``): the exact threshold lies in the bin $b^*$ the binned rule
     picks, so $0 \le \mathrm{FPR}_{\mathrm{binned}} - \mathrm{FPR} \le O_{b^*} / N$.
-    The average precisions have no such simple guarantee (ties inside a bin get the
-    bin's precision); on real score distributions they move by about as much as AUROC.
+    AUPR-In: bin $b$ adds $\frac1P \sum$ of its ID scores' precisions; with $A_b$ ID
+    among $T_b$ scores above it, the order inside the bin can only put that between
+    $\frac1P\sum_{x=1}^{I_b} \frac{A_b + x}{T_b + O_b + x}$ (its OOD scores first) and
+    $\frac1P I_b \frac{A_b + I_b}{T_b + I_b}$ (its ID scores first, tied); the bound is
+    the distance from the binned value to the farther end of the sum of these ranges, and
+    some scores with the same histogram reach it. AUPR-Out likewise, from below.
 
     Args:
         mode: ``"exact"`` (every score kept on the CPU) or ``"binned"`` (fixed memory).
@@ -153,12 +161,19 @@ class OODMetrics:
         else:
             self._histogram.add(values, labels)
 
-    def _exact_sides(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    def _exact_parts(self) -> tuple[list[np.ndarray[Any, Any]], list[np.ndarray[Any, Any]]]:
+        """The ID and the OOD scores, in the parts kept.
+
+        On one process they are never concatenated, so that computing holds the scores
+        once, plus their sorted keys.
+        """
+        if not is_distributed():
+            return list(self._parts[0]), list(self._parts[1])
         present = {p.dtype for parts in self._parts for p in parts}
-        if is_distributed():  # the dtypes held on any rank
-            held = torch.tensor([dtype in present for dtype in _STORED_DTYPES], dtype=torch.int64)
-            held = all_reduce(held, "max")
-            present = {d for d, h in zip(_STORED_DTYPES, held.tolist(), strict=True) if h}
+        # The dtypes held on any rank.
+        held = torch.tensor([dtype in present for dtype in _STORED_DTYPES], dtype=torch.int64)
+        held = all_reduce(held, "max")
+        present = {d for d, h in zip(_STORED_DTYPES, held.tolist(), strict=True) if h}
         common = np.result_type(*present) if present else np.dtype(np.float16)
         sides = []
         for parts in self._parts:
@@ -167,10 +182,10 @@ class OODMetrics:
                 if parts
                 else np.empty(0, common)
             )
-            if is_distributed():  # uint64 travels as int64, bit for bit
-                wire = side.view(np.int64) if common == np.uint64 else side
-                side = gather_cat(torch.from_numpy(wire)).numpy().view(common)
-            sides.append(side)
+            # uint64 travels as int64, bit for bit.
+            wire = side.view(np.int64) if common == np.uint64 else side
+            side = gather_cat(torch.from_numpy(wire)).numpy().view(common)
+            sides.append([side] if side.shape[0] else [])
         return sides[0], sides[1]
 
     def _binned_tally(self) -> Tally:
@@ -188,29 +203,38 @@ class OODMetrics:
         if self.mode == "binned":
             binned = metrics_of_tally(self._binned_tally(), self.tpr, self.rule)
             return metrics_dict(binned, self.tpr)
-        id_scores, ood_scores = self._exact_sides()
-        if id_scores.shape[0] == 0 or ood_scores.shape[0] == 0:
-            raise ValueError(_empty_message(id_scores.shape[0], ood_scores.shape[0]))
-        return ood_metrics(id_scores, ood_scores, self.tpr, rule=self.rule)
+        id_parts, ood_parts = self._exact_parts()
+        n_id, n_ood = sum(p.shape[0] for p in id_parts), sum(p.shape[0] for p in ood_parts)
+        if n_id == 0 or n_ood == 0:
+            raise ValueError(_empty_message(n_id, n_ood))
+        return metrics_dict(metrics_of_parts(id_parts, ood_parts, self.tpr, self.rule), self.tpr)
 
     def error_bounds(self) -> dict[str, float]:
         """Guaranteed bounds on how far `compute` can be from the exact metrics.
 
         Returns:
-            ``{"auroc": h, "fpr95": d}``: the exact AUROC is within ``±h`` of the computed
-            one and the exact FPR within ``[computed - d, computed]`` (rule ``"first"``;
-            NaN for the other rules). Both are 0 in exact mode. A collective under DDP.
+            ``{"auroc": h, "aupr_in": a, "aupr_out": b, "fpr95": d}``: the exact AUROC is
+            within ``±h`` of the computed one, AUPR-In within ``±a``, AUPR-Out within
+            ``±b``, and the exact FPR within ``[computed - d, computed]`` (rule ``"first"``;
+            NaN for the other rules). All are 0 in exact mode. A collective under DDP.
         """
         key = fpr_key(self.tpr)
         if self.mode == "exact":
-            return {"auroc": 0.0, key: 0.0}
-        c = Cumulative.of(self._binned_tally())
-        bound_auroc = auroc_tie_weight(pairs(c.id_counts, c.ood_counts), c.n_id, c.n_ood)
-        if self.rule != "first":
-            return {"auroc": bound_auroc, key: math.nan}
-        # The exact threshold lies in the bin of the binned one: its OOD scores may fall below.
-        ood_in_bin = int(c.ood_counts[threshold_group(c, self.tpr)])
-        return {"auroc": bound_auroc, key: ood_in_bin / c.n_ood}
+            return {"auroc": 0.0, "aupr_in": 0.0, "aupr_out": 0.0, key: 0.0}
+        counts = self._binned_tally()
+        binned = metrics_of_tally(counts, self.tpr, self.rule)
+        c = Cumulative.of(counts)
+        (low_in, high_in), (low_out, high_out) = aupr_ranges(c)
+        bounds = {
+            "auroc": auroc_tie_weight(pairs(c.id_counts, c.ood_counts), c.n_id, c.n_ood),
+            "aupr_in": max(binned.aupr_in - low_in, high_in - binned.aupr_in, 0.0),
+            "aupr_out": max(binned.aupr_out - low_out, high_out - binned.aupr_out, 0.0),
+            key: math.nan,
+        }
+        if self.rule == "first":
+            # The exact threshold lies in the bin of the binned one: its OOD scores may fall below.
+            bounds[key] = int(c.ood_counts[threshold_group(c, self.tpr)]) / c.n_ood
+        return bounds
 
 
 def _empty_message(n_id: int, n_ood: int) -> str:
