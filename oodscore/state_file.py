@@ -127,14 +127,9 @@ def load_state(
     """
     check_state_suffix(path)
     where = repr(str(path))
-    payload = load_torch(path, decompress_limit=decompress_limit)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{where} is not an oodscore state file (no 'format': {FORMAT!r}).")
-    if payload.get("version") != VERSION:
-        raise ValueError(
-            f"{where} is a state file of version {payload.get('version')!r}; this oodscore "
-            f"reads version {VERSION}."
-        )
+    payload = read_payload(
+        path, FORMAT, VERSION, what="state file", decompress_limit=decompress_limit
+    )
     saved_name = payload.get("scorer")
     saved = _saved_params(payload.get("params"), where)
     state = payload.get("state")
@@ -193,3 +188,36 @@ def _check_same_params(
                 f"{where} was fitted with {key}={have!r}, not {key}={want!r}; drop the "
                 "parameter to use the file's, or fit again."
             )
+
+
+def read_payload(
+    path: str | os.PathLike[str],
+    format: str,
+    version: int,
+    *,
+    what: str,
+    decompress_limit: int = DECOMPRESS_LIMIT,
+) -> dict[str, Any]:
+    """An oodscore file's dict, read with ``weights_only=True``; format and version checked.
+
+    Args:
+        path: The file.
+        format: The ``"format"`` entry it must hold.
+        version: The ``"version"`` entry it must hold.
+        what: What the file is, for messages (``"state file"``, ``"detector file"``).
+        decompress_limit: The most the file may expand to.
+
+    Raises:
+        ValueError: On a file of another format or version, or one that is not a torch file
+            of plain data (a pickle that would run code included).
+    """
+    where = repr(str(path))
+    payload = load_torch(path, decompress_limit=decompress_limit)
+    if not isinstance(payload, dict) or payload.get("format") != format:
+        raise ValueError(f"{where} is not an oodscore {what} (no 'format': {format!r}).")
+    if payload.get("version") != version:
+        raise ValueError(
+            f"{where} is a {what} of version {payload.get('version')!r}; this oodscore "
+            f"reads version {version}."
+        )
+    return payload

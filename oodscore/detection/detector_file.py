@@ -29,8 +29,9 @@ import torch
 
 from oodscore.detection.detector import OODDetector
 from oodscore.detection.grouping import ByClassGroups, ByLabelCount, ByPredictedClass, Grouping
-from oodscore.io import DECOMPRESS_LIMIT, load_torch, write_atomic
+from oodscore.io import DECOMPRESS_LIMIT, write_atomic
 from oodscore.scorers.base import SCORERS
+from oodscore.state_file import read_payload
 
 SUFFIXES = (".pt", ".pth")
 """Extensions of detector files (they are torch files)."""
@@ -109,14 +110,9 @@ def load_detector(
     """
     check_detector_suffix(path)
     where = repr(str(path))
-    payload = load_torch(path, decompress_limit=decompress_limit)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{where} is not an oodscore detector file (no 'format': {FORMAT!r}).")
-    if payload.get("version") != VERSION:
-        raise ValueError(
-            f"{where} is a detector file of version {payload.get('version')!r}; this oodscore "
-            f"reads version {VERSION}."
-        )
+    payload = read_payload(
+        path, FORMAT, VERSION, what="detector file", decompress_limit=decompress_limit
+    )
     name, state = payload.get("scorer"), payload.get("state")
     params = _parse(payload.get("params"), where, "params")
     grouping = _parse(payload.get("grouping"), where, "grouping")
