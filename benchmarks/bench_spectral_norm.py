@@ -1,4 +1,4 @@
-"""Training-step time of a small ResNet with and without spectral normalization.
+"""Training-step and eval-forward time of a small ResNet with and without spectral normalization.
 
 Four variants of the same network, timed in one run: plain; torch's
 ``torch.nn.utils.parametrizations.spectral_norm`` on every conv and linear layer but the
@@ -13,6 +13,13 @@ reports per variant the minimum and the median step time over all its timed step
 ratios of those (the minimum is the least disturbed by other jobs on a shared machine). The
 measurement is made ``--rounds`` times in a row and the reshape/torch ratio of each round is
 listed, to show the noise.
+
+The eval forward (``torch.no_grad()``, eval mode) is timed the same way, ``--eval-rounds``
+rounds per batch size of ``--eval-batch-sizes``, against two plain baselines: the plain
+network, and a plain copy holding the normalized weights (``remove_spectral_normalization``,
+the same numbers without any parametrization). oodscore keeps the normalized weights between
+eval forwards (``eval_cache=True``, the default); ``eval_cache=False`` shows the cost of
+recomputing them, as torch's parametrization and legacy hook do at every forward.
 
     .venv/bin/python benchmarks/bench_spectral_norm.py
 """
@@ -35,7 +42,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
-from oodscore import spectral_normalize
+from oodscore import remove_spectral_normalization, spectral_normalize
 
 
 class BasicBlock(nn.Module):
@@ -96,6 +103,71 @@ def build_variants(image_size: int) -> dict[str, Callable[[], nn.Module]]:
             SmallResNet(), include=nn.Conv2d, mode="operator", example_input=example
         ),
     }
+
+
+def _with_torch_legacy_hook(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.utils.spectral_norm(module)
+    return model
+
+
+def build_eval_variants(image_size: int) -> dict[str, Callable[[], nn.Module]]:
+    """The eval-forward variants: two plain baselines, torch's two, oodscore cached or not."""
+    example = torch.zeros(1, 3, image_size, image_size)
+    return {
+        "plain": SmallResNet,
+        "plain, normalized weights": lambda: remove_spectral_normalization(
+            spectral_normalize(SmallResNet(), include=nn.Conv2d)
+        ),
+        "torch spectral_norm": lambda: _with_torch_spectral_norm(SmallResNet()),
+        "torch legacy spectral_norm hook": lambda: _with_torch_legacy_hook(SmallResNet()),
+        "oodscore reshape": lambda: spectral_normalize(SmallResNet(), include=nn.Conv2d),
+        "oodscore reshape, eval_cache=False": lambda: spectral_normalize(
+            SmallResNet(), include=nn.Conv2d, eval_cache=False
+        ),
+        "oodscore operator": lambda: spectral_normalize(
+            SmallResNet(), include=nn.Conv2d, mode="operator", example_input=example
+        ),
+    }
+
+
+@torch.no_grad()
+def time_eval(image_size: int, batch_size: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds of one eval forward per variant and round, the variants in a shuffled order."""
+    x = torch.randn(
+        batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(1)
+    )
+    models = {}
+    for name, build in build_eval_variants(image_size).items():
+        torch.manual_seed(0)
+        models[name] = build().eval()
+        models[name](x)  # warm-up (and oodscore's cache)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    order = list(models)
+    shuffler = random.Random(2)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            models[name](x)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def eval_lines(times: dict[str, list[float]]) -> list[str]:
+    """The eval table: min, median, and the median over rounds of the ratio to ``plain``."""
+    lines = [
+        "| variant | min ms | median ms | median ratio to plain (per round) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, samples in times.items():
+        ratio = statistics.median(t / p for t, p in zip(samples, times["plain"], strict=True))
+        lines.append(
+            f"| {name} | {1e3 * min(samples):.2f} | {1e3 * statistics.median(samples):.2f} | "
+            f"{ratio:.3f} |"
+        )
+    return lines
 
 
 def time_steps(
@@ -209,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=300, help="normalization-only samples")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--eval-rounds", type=int, default=400)
     parser.add_argument(
         "--quality", action="store_true", help="also train the docs' recipe and report AUROC"
     )
@@ -272,7 +346,19 @@ def main(argv: list[str] | None = None) -> None:
         )
     ratio = best["oodscore reshape"] / best[torch_name]
     verdict = "met" if ratio <= 1.05 else "missed"
+    load_before_eval = os.getloadavg()
+    eval_sections = []
+    for batch_size in args.eval_batch_sizes:
+        eval_times = time_eval(args.image_size, batch_size, args.eval_rounds)
+        eval_sections += [
+            f"Batch {batch_size} of 3×{args.image_size}×{args.image_size}:",
+            "",
+            *eval_lines(eval_times),
+            "",
+        ]
+    load_after_eval = os.getloadavg()
     command = " ".join(["python", "benchmarks/bench_spectral_norm.py", *(argv or sys.argv[1:])])
+    num_convs = sum(isinstance(m, nn.Conv2d) for m in SmallResNet().modules())
     report = "\n".join(
         [
             "# Spectral normalization: training-step time",
@@ -283,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
             "may run other jobs; compare ratios within this run).  ",
             f"Date: {datetime.date.today().isoformat()}  ",
             f"Model: ResNet-style CNN (stem + 3 stages × 2 basic blocks, 16/32/64 channels, "
-            f"13 Conv2d), batch {args.batch_size} of 3×{args.image_size}×{args.image_size}, "
+            f"{num_convs} Conv2d), batch {args.batch_size} of "
+            f"3×{args.image_size}×{args.image_size}, "
             "SGD; normalization on every Conv2d (the SNoJoE configuration), 1 power "
             "iteration per step.  ",
             f"Timing: {args.rounds} rounds × {args.steps} timed steps per variant after 2 "
@@ -298,13 +385,25 @@ def main(argv: list[str] | None = None) -> None:
             "",
             "## The normalization alone",
             "",
-            "Forward and backward through the 13 normalized weights only (one power iteration "
-            "each, as in a training step), without the convolutions on the batch: the cost "
-            f"spectral normalization adds to a step, {args.samples} samples per variant taken "
-            "in turns.",
+            f"Forward and backward through the {num_convs} normalized weights only (one power "
+            "iteration each, as in a training step), without the convolutions on the batch: "
+            "the cost spectral normalization adds to a step, "
+            f"{args.samples} samples per variant taken in turns.",
             "",
             *alone_lines,
             "",
+            "## Eval forward",
+            "",
+            "One forward in eval mode under `torch.no_grad()`, the variants taking turns in a "
+            f"shuffled order, {args.eval_rounds} rounds per batch size after a warm-up; the "
+            "ratio is the median over rounds of each variant's time over the plain network's "
+            "in the same round. `plain, normalized weights` is the plain network holding the "
+            "normalized weights: the difference between the two plain rows is noise. Load "
+            f"average {', '.join(f'{x:.1f}' for x in load_before_eval)} before and "
+            f"{', '.join(f'{x:.1f}' for x in load_after_eval)} after these runs (other jobs "
+            "shared the machine).",
+            "",
+            *eval_sections,
         ]
     )
     if args.quality:

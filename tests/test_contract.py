@@ -136,7 +136,9 @@ def test_public_name_round_trips(scorer_and_width):
     assert build(scorer.name)[0].__class__ is cls
     assert getattr(oodscore, cls.__name__) is cls
     assert cls.__name__ in oodscore.__all__
-    rebuilt = eval(repr(scorer), vars(oodscore))
+    # the public names (oodscore loads them on first use, so vars() holds only those used)
+    namespace = {name: getattr(oodscore, name) for name in oodscore.__all__}
+    rebuilt = eval(repr(scorer), namespace)
     assert rebuilt.get_params() == scorer.get_params()
 
 

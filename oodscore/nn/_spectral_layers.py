@@ -17,9 +17,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrizations, parametrize
 
 from oodscore.nn._modules import original_weight, weight_parametrizations
+from oodscore.nn._spectral_settings import Mode
 from oodscore.nn.spectral_batchnorm import BatchNormBound
 from oodscore.nn.spectral_legacy import has_legacy_hook
-from oodscore.nn.spectral_norm import Mode, SpectralNormWrapper
+from oodscore.nn.spectral_norm import SpectralNormWrapper
 
 Selector = Union[type[nn.Module], str, Callable[[str, nn.Module], bool]]  # noqa: UP007
 """A layer type (``isinstance``), a name pattern (`fnmatch` on the qualified name, e.g.

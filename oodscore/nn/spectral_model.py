@@ -18,6 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvTransposeNd
 from torch.nn.utils import parametrize
 
+from oodscore.nn._eval_cache import read_through_cache
 from oodscore.nn._modules import eval_mode, original_weight, output_head, weight_parametrizations
 from oodscore.nn._spectral_layers import (
     DEFAULT_TYPES,
@@ -26,9 +27,10 @@ from oodscore.nn._spectral_layers import (
     as_selectors,
     chosen_layers,
 )
+from oodscore.nn._spectral_settings import Mode, check_flag, check_settings
 from oodscore.nn.spectral_batchnorm import BatchNormBound, bound_batch_norm
 from oodscore.nn.spectral_legacy import has_legacy_keys
-from oodscore.nn.spectral_norm import Mode, SpectralNormWrapper, check_settings
+from oodscore.nn.spectral_norm import SpectralNormWrapper
 
 
 def spectral_normalize(
@@ -45,6 +47,7 @@ def spectral_normalize(
     eps: float = 1e-12,
     warmup_iterations: int | None = None,
     legacy: bool = False,
+    eval_cache: bool = True,
 ) -> nn.Module:
     r"""Register `SpectralNormWrapper` on the weights of a model's layers, in place.
 
@@ -86,6 +89,10 @@ def spectral_normalize(
             (no warm-up, $v$ updated before $u$); hard normalization in reshape mode only.
             Either way, in reshape mode, the model loads state dicts with that function's
             keys (``weight_orig``, ``weight_u``, ``weight_v``).
+        eval_cache: Keep each normalized weight between eval forwards while the weight and
+            ``u``, ``v`` are unchanged, instead of computing it at every forward (see
+            `SpectralNormWrapper`); ``False`` for code that edits weights in place where
+            torch's version counters do not see it (``.data``, fused optimizer steps).
 
     Returns:
         ``model`` itself.
@@ -120,6 +127,7 @@ def spectral_normalize(
         warmup_iterations=warmup_iterations,
         legacy=legacy,
     )
+    check_flag(eval_cache, "eval_cache")
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}.")
     included = as_selectors(include, "include") or list(DEFAULT_TYPES)
@@ -144,9 +152,11 @@ def spectral_normalize(
             warmup_iterations=warmup_iterations,
             layer=module if mode == "operator" else None,
             legacy=legacy,
+            eval_cache=eval_cache,
         )
         parametrize.register_parametrization(module, "weight", wrapper)
         wrapper._watch_legacy_keys(module)
+        read_through_cache(module, "weight")
     for batch_norm_layer in batch_norms:
         bound_batch_norm(batch_norm_layer, coeff=1.0 if coeff is None else coeff)
     if example_input is not None:

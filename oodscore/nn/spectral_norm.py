@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -17,58 +17,16 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 from torch.utils.hooks import RemovableHandle
 
-from oodscore._validation import check_int, check_positive
 from oodscore.nn._conv_operator import ConvOperator
+from oodscore.nn._eval_cache import (
+    CachedWeight,
+    records_gradient,
+    storable,
+    tracing,
+)
 from oodscore.nn._modules import original_weight, weight_parametrizations
+from oodscore.nn._spectral_settings import Mode, check_flag, check_settings
 from oodscore.nn.spectral_legacy import rename_legacy_keys
-
-Mode = Literal["reshape", "operator"]
-r"""How $\sigma$ is measured: of the reshaped weight matrix, or of the convolution operator."""
-
-_MODES = ("reshape", "operator")
-
-DEFAULT_WARMUP_ITERATIONS = 15
-"""Warm-up power iterations of ``torch.nn.utils.parametrizations.spectral_norm``."""
-
-
-def check_settings(
-    *,
-    coeff: float | None,
-    n_power_iterations: int,
-    mode: Mode,
-    eps: float,
-    warmup_iterations: int | None,
-    legacy: bool,
-) -> tuple[float | None, int, Mode, float, int, bool]:
-    """The settings of `SpectralNormWrapper`, checked and converted, in signature order.
-
-    ``warmup_iterations=None`` becomes 15 (torch's parametrization), or 0 with ``legacy``
-    (torch's legacy hook runs none).
-
-    Raises:
-        ValueError: Naming the first bad setting.
-    """
-    if not isinstance(legacy, bool):
-        raise ValueError(f"Expected `legacy` to be True or False, got {legacy!r}.")
-    coeff = None if coeff is None else check_positive(coeff, "coeff")
-    n_power_iterations = check_int(n_power_iterations, "n_power_iterations")
-    if warmup_iterations is None:
-        warmup_iterations = 0 if legacy else DEFAULT_WARMUP_ITERATIONS
-    warmup_iterations = check_int(warmup_iterations, "warmup_iterations", minimum=0)
-    eps = check_positive(eps, "eps")
-    if mode not in _MODES:
-        raise ValueError(f"Expected `mode` to be one of {_MODES}, got {mode!r}.")
-    if legacy and coeff is not None:
-        raise ValueError(
-            "legacy=True is the hard normalization W / sigma of torch.nn.utils.spectral_norm, "
-            f"which has no soft bound: expected `coeff` to be None, got {coeff!r}."
-        )
-    if legacy and mode != "reshape":
-        raise ValueError(
-            "legacy=True measures sigma of the reshaped weight, as torch.nn.utils.spectral_norm "
-            f"does: expected `mode` to be 'reshape', got {mode!r}."
-        )
-    return coeff, n_power_iterations, mode, eps, warmup_iterations, legacy
 
 
 class SpectralNormWrapper(nn.Module):
@@ -93,6 +51,11 @@ class SpectralNormWrapper(nn.Module):
     weight unreadable) until that forward or ``input_shape`` fixes them. For a ``Linear``
     layer the two modes are the same.
 
+    In eval mode the normalized weight is computed once and the same tensor is given out
+    again while the weight, ``u`` and ``v`` are the same, unchanged tensors (by their
+    version counters; see `oodscore.nn._eval_cache` and docs/spectral_norm.md); not while
+    autograd records the weight, and not to torch.compile, torch.export or the JIT.
+
     Args:
         weight: The weight to normalize (at least 2-D).
         coeff: ``None`` for hard normalization; a number $c > 0$ for the soft bound.
@@ -108,11 +71,14 @@ class SpectralNormWrapper(nn.Module):
         input_shape: ``(C_in, *spatial)`` to fix the operator's input shape now instead of
             at the first forward.
         legacy: Reproduce ``torch.nn.utils.spectral_norm`` (hard, reshape mode only).
+        eval_cache: Keep the normalized weight between eval forwards. ``False`` computes it
+            at every forward, for code that edits the weight in place where torch's version
+            counters do not see it (through ``.data``, or fused optimizer steps in eval mode).
 
     Raises:
-        ValueError: On a bad hyper-parameter, a weight with fewer than 2 dimensions,
-            operator mode without a convolution ``layer``, or ``legacy=True`` with a
-            ``coeff`` or in operator mode.
+        ValueError: On a bad hyper-parameter (``eval_cache`` not a bool), a weight with
+            fewer than 2 dimensions, operator mode without a convolution ``layer``, or
+            ``legacy=True`` with a ``coeff`` or in operator mode.
 
     Examples:
         >>> import torch
@@ -153,8 +119,11 @@ class SpectralNormWrapper(nn.Module):
         layer: nn.Module | None = None,
         input_shape: Sequence[int] | None = None,
         legacy: bool = False,
+        eval_cache: bool = True,
     ) -> None:
         super().__init__()
+        self.eval_cache = check_flag(eval_cache, "eval_cache")
+        self._cached: CachedWeight | None = None
         (
             self.coeff,
             self.n_power_iterations,
@@ -286,32 +255,75 @@ class SpectralNormWrapper(nn.Module):
 
     def forward(self, weight: Tensor) -> Tensor:
         """The normalized weight; one ``n_power_iterations`` update first in training mode."""
+        registering = self._registration_pending
+        if registering:
+            # register_parametrization calls the parametrization once to check the shape and
+            # dtype of its result; in operator mode before the first input, that call (and
+            # only that one) gets the weight unchanged.
+            self._registration_pending = False
+            if self._operator is not None and not self.is_initialized:
+                return weight
+        traced = tracing()
+        if self.training or traced or records_gradient(weight):
+            if not traced and self.__dict__.get("_cached") is not None:
+                self._cached = None  # the weight may be about to change
+            # The legacy function runs no power iteration when it is applied.
+            return self._normalized(
+                weight, iterate=self.training and not (self.legacy and registering)
+            )
+        value = self.cached_value(weight)
+        if value is None:
+            value = self._normalized(weight, iterate=False)
+            if self.eval_cache and storable((weight, self._u, self._v)):
+                self._cached = CachedWeight.of(value, weight, self._u, self._v)
+        return value
+
+    def cached_value(self, weight: Tensor) -> Tensor | None:
+        """The normalized ``weight`` kept from an earlier eval forward while it is valid.
+
+        ``None`` when there is none, in training mode, while autograd records ``weight`` or
+        while torch.compile or the JIT traces.
+        """
+        cached: CachedWeight | None = self.__dict__.get("_cached")
+        if cached is None or self.training:
+            return None
+        buffers = cast(dict[str, Tensor], self._buffers)
+        return cached.get(weight, buffers["_u"], buffers["_v"])
+
+    def _normalized(self, weight: Tensor, *, iterate: bool) -> Tensor:
+        r"""$W/\sigma$ or the soft bound, after one ``n_power_iterations`` update if ``iterate``."""
         if self._operator is None:
             # The same operations in the same order as torch's spectral_norm (legacy or not).
             weight_mat = self._to_matrix(weight)
-            registering = self._registration_pending
-            if registering:
-                self._registration_pending = False
-            if self.training and not (self.legacy and registering):
+            if iterate:
                 self._matrix_power_method(weight_mat, self.n_power_iterations)
             u = self._u.clone(memory_format=torch.contiguous_format)
             v = self._v.clone(memory_format=torch.contiguous_format)
             sigma = torch.vdot(u, torch.mv(weight_mat, v))
         else:
-            if self._registration_pending:
-                # register_parametrization calls the parametrization once to check the shape
-                # and dtype of its result; before the first input, that call (and only that
-                # one) gets the weight unchanged.
-                self._registration_pending = False
-                if not self.is_initialized:
-                    return weight
             self._check_initialized()
-            if self.training:
+            if iterate:
                 self._power_method(weight, self.n_power_iterations)
             sigma = self._sigma(weight)
         if self.coeff is None:
             return weight / sigma
         return weight / torch.clamp(sigma / self.coeff, min=1.0)
+
+    def train(self, mode: bool = True) -> SpectralNormWrapper:
+        """Set training mode (``model.train()``, ``model.eval()`` reach here); drop the cache."""
+        self._cached = None
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> SpectralNormWrapper:
+        # .to(), .cuda(), .double(), ...: the cached weight is of the old device and dtype.
+        self._cached = None
+        return cast(SpectralNormWrapper, super()._apply(fn, recurse))  # type: ignore[no-untyped-call]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy.deepcopy and pickle: the cache holds weak references, which neither copies.
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
+        state["_cached"] = None
+        return state
 
     def right_inverse(self, value: Tensor) -> Tensor:
         """Assigning ``layer.weight = w`` stores ``w`` itself as the unnormalized weight."""
@@ -337,6 +349,7 @@ class SpectralNormWrapper(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
+        self._cached = None
         # In operator mode the buffers take the shapes of the saved ones, so a model can be
         # loaded before it has seen an input.
         if self._operator is not None:
