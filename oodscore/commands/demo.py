@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     """Train, evaluate and print each task's report; save the plots when asked."""
     import torch
 
-    from oodscore.commands import demo_tasks
+    from oodscore.commands import demo_gate, demo_tasks
     from oodscore.io import check_outputs
     from oodscore.plotting import check_plot_path
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             print(demo_tasks.describe(task, result), flush=True)
             if task == "single":
                 print()
-                print(demo_tasks.decide(result, seed=args.seed), flush=True)
+                print(demo_gate.decide(result, seed=args.seed), flush=True)
             if task in plots:
                 demo_tasks.save_plot(task, result, plots[task], force=args.force)
     finally:
