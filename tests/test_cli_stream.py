@@ -219,7 +219,9 @@ def test_reading_a_large_npy_holds_a_block_not_the_file(tmp_path: Path) -> None:
             mapped[start : start + 131_072] = rng.normal(size=(131_072, 32))
         mapped.flush()
         del mapped
-    limits = {"score": 48, "eval": 96}  # MiB: less than one set
+    # MiB, less than one set (96 MiB): far from holding the file (113, 254), with room for
+    # what a busy machine adds (score measured 39-50 MiB, eval 66)
+    limits = {"score": 72, "eval": 96}
     commands = {
         "score": ["score", "energy", tmp_path / "id.npy", "-o", tmp_path / "s.npy"],
         "eval": [
