@@ -11,7 +11,8 @@ import io
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -160,9 +161,31 @@ def write_csv(stream: IO[bytes], array: np.ndarray[Any, Any]) -> None:
     Values have enough digits to round-trip (9 for float32, 17 otherwise) and are formatted
     and written `WRITE_CHUNK` at a time, so the text never exists whole in memory.
     """
-    digits = 9 if array.dtype == np.float32 else 17
-    stream.write(b"scores\n")
-    flat = array.reshape(-1)
-    for start in range(0, flat.size, WRITE_CHUNK):
-        values = flat[start : start + WRITE_CHUNK].tolist()
-        stream.write("".join([f"{value:.{digits}g}\n" for value in values]).encode())
+    write_csv_columns(stream, {"scores": array.reshape(-1)})
+
+
+def write_csv_columns(stream: IO[bytes], columns: Mapping[str, np.ndarray[Any, Any]]) -> None:
+    """Write a header of the column names, then one line per row, to a binary stream.
+
+    The columns are 1-D and of one length. Floats have enough digits to round-trip (9 for
+    float32, 17 otherwise), booleans are written 0/1, integers as they are; the rows are
+    formatted and written `WRITE_CHUNK` at a time, so the text never exists whole in memory.
+    """
+    stream.write((",".join(columns) + "\n").encode())
+    arrays = list(columns.values())
+    specs = [_csv_spec(array.dtype) for array in arrays]
+    count = len(arrays[0]) if arrays else 0
+    for start in range(0, count, WRITE_CHUNK):
+        cells = [
+            list(map(format, array[start : start + WRITE_CHUNK].tolist(), repeat(spec)))
+            for array, spec in zip(arrays, specs, strict=True)
+        ]
+        lines = cells[0] if len(cells) == 1 else [",".join(row) for row in zip(*cells, strict=True)]
+        stream.write(("\n".join(lines) + "\n").encode())
+
+
+def _csv_spec(dtype: np.dtype[Any]) -> str:
+    """The `format` spec of a CSV column: integers (booleans: 0/1) as they are, floats exact."""
+    if dtype.kind in "biu":
+        return "d"
+    return ".9g" if dtype == np.float32 else ".17g"

@@ -231,11 +231,6 @@ def _scorer(args: argparse.Namespace, cls: type[Scorer], params: dict[str, Any])
 
 def _data(args: argparse.Namespace, scorer: Scorer, item: InputFile) -> dict[str, Any]:
     """``{"logits"|"features"|"scores": array}`` of one input option (``PATH[::KEY]``)."""
-    from oodscore.commands.streaming import read_array
+    from oodscore.commands.streaming import read_scorer_input
 
-    array = read_array(item, args)
-    if args.scores:
-        if array.ndim == 2 and array.shape[1] == 1:  # a one-column CSV of scores
-            array = array[:, 0]
-        return {"scores": array}
-    return {reads(scorer): array}
+    return read_scorer_input(item, args, scorer, scores=args.scores)

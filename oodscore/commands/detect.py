@@ -11,22 +11,18 @@ Writes are atomic and never replace an input.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from oodscore.commands.options import STDOUT, add_key_option, input_file
-from oodscore.commands.score import add_reading_options, reads
+from oodscore.commands.score import add_reading_options
 
 if TYPE_CHECKING:
     import numpy as np
 
     Array = np.ndarray[Any, Any]
-
-WRITE_ROWS = 1 << 14
-"""Rows formatted per write when the table is a CSV file."""
 
 OUTPUTS = (".npz", ".pt", ".pth", ".csv")
 """Extensions ``detect`` writes (several columns: not ``.npy``)."""
@@ -76,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the detector, decide on INPUT, write the table atomically."""
     # NumPy, torch and the detector load here, when the command runs, not when it registers.
     from oodscore._validation import UNIT_OPEN
-    from oodscore.commands.streaming import read_array
+    from oodscore._writing import write_csv_columns
+    from oodscore.commands.streaming import read_scorer_input
     from oodscore.detection.detector_file import load_detector
     from oodscore.detection.fdr import select_ood
     from oodscore.io import check_outputs, write_atomic
@@ -92,12 +89,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = [args.detector, args.input.path]
     check_outputs([] if output is None else [output], inputs, force=args.force)
     detector = load_detector(args.detector, decompress_limit=args.decompress_limit)
-    array = read_array(args.input, args)
-    if args.scores and array.ndim == 2 and array.shape[1] == 1:  # a one-column CSV of scores
-        array = array[:, 0]
-    kind = "scores" if args.scores else reads(detector.scorer)
+    data = read_scorer_input(args.input, args, detector.scorer, scores=args.scores)
     try:
-        result = detector(**{kind: array})
+        result = detector(**data)
     except (TypeError, ValueError) as error:
         raise ValueError(f"Cannot decide on {str(args.input)!r}: {error}") from None
     columns: dict[str, Array] = {
@@ -110,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         columns["selected"] = select_ood(result.p_values, fdr=fdr).cpu().numpy()
     if output is None:
         sys.stdout.flush()
-        _write_csv(sys.stdout.buffer, columns)
+        write_csv_columns(sys.stdout.buffer, columns)
         sys.stdout.buffer.flush()
     else:
         writer = _writer(columns, output.suffix.lower())
@@ -122,32 +116,12 @@ def _writer(columns: dict[str, Array], suffix: str) -> Callable[[IO[bytes]], Non
     import numpy as np
     import torch
 
+    from oodscore._writing import write_csv_columns
+
     if suffix == ".npz":
         arrays: dict[str, Any] = columns
         return lambda stream: np.savez(stream, **arrays)
     if suffix in (".pt", ".pth"):
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in columns.items()}
         return lambda stream: torch.save(tensors, stream)
-    return lambda stream: _write_csv(stream, columns)
-
-
-def _write_csv(stream: IO[bytes], columns: dict[str, Array]) -> None:
-    """A header line, then one line per input; booleans as 0/1, floats round-trip exactly."""
-    stream.write((",".join(columns) + "\n").encode())
-    formats = [_format(value) for value in columns.values()]
-    count = len(next(iter(columns.values())))
-    for start in range(0, count, WRITE_ROWS):
-        parts = [value[start : start + WRITE_ROWS].tolist() for value in columns.values()]
-        text = io.StringIO()
-        for row in zip(*parts, strict=False):
-            text.write(",".join(f(v) for f, v in zip(formats, row, strict=False)) + "\n")
-        stream.write(text.getvalue().encode())
-
-
-def _format(column: Array) -> Callable[[Any], str]:
-    if column.dtype.kind == "b":
-        return lambda v: "1" if v else "0"
-    if column.dtype.kind in "iu":
-        return str
-    digits = 9 if column.dtype.itemsize == 4 else 17
-    return lambda v: f"{v:.{digits}g}"
+    return lambda stream: write_csv_columns(stream, columns)

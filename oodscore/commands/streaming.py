@@ -22,6 +22,7 @@ from torch import Tensor
 
 from oodscore._arrays import CHUNK_ELEMENTS, as_tensor
 from oodscore.commands.options import InputFile, reading
+from oodscore.commands.score import reads
 from oodscore.io import load_array, load_targets, row_blocks
 from oodscore.scorers.base import Scorer
 
@@ -41,6 +42,22 @@ def read_array(item: InputFile | Path, args: argparse.Namespace, *, mmap: bool =
     """The array of an input option (``PATH`` or ``PATH::KEY``), read as the options say."""
     path, options = _where(item, args)
     return load_array(path, **options, mmap=mmap)
+
+
+def read_scorer_input(
+    item: InputFile | Path, args: argparse.Namespace, scorer: Scorer, *, scores: bool = False
+) -> dict[str, Any]:
+    """``{"logits"|"features": array}`` of an input option, as ``scorer`` reads it.
+
+    With ``scores``, ``{"scores": array}`` instead: (N,) scores of the scorer, a one-column
+    CSV of them read as (N,).
+    """
+    array = read_array(item, args)
+    if not scores:
+        return {reads(scorer): array}
+    if array.ndim == 2 and array.shape[1] == 1:  # a one-column CSV of scores
+        array = array[:, 0]
+    return {"scores": array}
 
 
 def read_targets(item: InputFile | Path, args: argparse.Namespace) -> Any:
