@@ -89,11 +89,7 @@ def report_figure(report: Report, *, bins: int = 40, title: str | None = None) -
             fpr, tpr, _ = roc_curve(id_scores, ood)
             auroc = report[ood_set, scorer].get("auroc", float("nan"))
             roc_axis.plot(fpr, tpr, label=f"{ood_set} ({auroc:.3f})")
-        roc_axis.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
-        roc_axis.set_title(f"{scorer}: ROC (ID positive)", fontsize=9)
-        roc_axis.set_xlabel("FPR (OOD accepted)", fontsize=8)
-        roc_axis.set_ylabel("TPR (ID accepted)", fontsize=8)
-        roc_axis.legend(title="OOD set (AUROC)", title_fontsize=7, **LEGEND_BELOW)
+        _finish_roc(roc_axis, f"{scorer}: ROC (ID positive)", "OOD set (AUROC)")
     return figure
 
 
@@ -149,12 +145,17 @@ def comparison_figure(
                 linewidth=2.2 - 0.4 * (i % 4),
                 label=f"{label} ({auroc:.2f})",
             )
-        axis.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
-        axis.set_title(f"ID vs {ood_set}", fontsize=9)
-        axis.set_xlabel("FPR (OOD accepted as ID)", fontsize=8)
-        axis.set_ylabel("TPR (ID accepted)", fontsize=8)
-        axis.legend(title="model (AUROC)", title_fontsize=7, **LEGEND_BELOW)
+        _finish_roc(axis, f"ID vs {ood_set}", "model (AUROC)")
     return figure
+
+
+def _finish_roc(axis: Any, title: str, legend_title: str) -> None:
+    """The chance diagonal, title, axis labels and legend (under the panel) of a ROC panel."""
+    axis.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
+    axis.set_title(title, fontsize=9)
+    axis.set_xlabel("FPR (OOD accepted as ID)", fontsize=8)
+    axis.set_ylabel("TPR (ID accepted)", fontsize=8)
+    axis.legend(title=legend_title, title_fontsize=7, **LEGEND_BELOW)
 
 
 def clip_to_finite(*scores: np.ndarray[Any, Any]) -> tuple[list[np.ndarray[Any, Any]], str]:
