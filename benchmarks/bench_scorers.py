@@ -47,7 +47,13 @@ def main() -> None:
     logits = torch.randn(args.rows, args.classes) * 4
     baseline = best_time(lambda: torch.logsumexp(logits, dim=1), args.repeats)
     rows = [("torch.logsumexp (baseline)", baseline)]
-    names = [n for n in oodscore.list_scorers() if SCORERS.get_class(n).input_kind == "logits"]
+    names = [
+        n
+        for n in oodscore.list_scorers()
+        if SCORERS.get_class(n).input_kind == "logits"
+        and not SCORERS.get_class(n).requires_fit
+        and not SCORERS.get_class(n).needs_head
+    ]
     for name in names:
         scorer = oodscore.get_scorer(name, **params_for(name, args.classes))
         rows.append((repr(scorer), best_time(lambda s=scorer: s(logits), args.repeats)))

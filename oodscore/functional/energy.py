@@ -7,6 +7,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from oodscore._arrays import saturate
+from oodscore._selection import largest_values
 
 
 def energy_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -39,5 +40,5 @@ def joint_energy_score(logits: Tensor, top_k: int | None = None) -> Tensor:
     finite value (`oodscore._arrays.saturate`).
     """
     if top_k is not None and top_k < logits.shape[1]:
-        logits = torch.topk(logits, top_k, dim=1, sorted=False).values
+        logits = largest_values(logits, top_k)
     return saturate(F.softplus(logits).sum(dim=1))

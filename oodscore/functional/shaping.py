@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from oodscore._arrays import FIT_CHUNK_ELEMENTS, row_slices
+from oodscore._selection import largest_values
 
 
 def linear_percentile(values: Tensor, q: float) -> Tensor:
@@ -95,7 +96,7 @@ def ash_sharpen(features: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 def scale_exponent(features: Tensor, k: int) -> Tensor:
     r"""SCALE's $r$: the shaped features are ``features * exp(r)[:, None]`` (nothing pruned)."""
-    values = torch.topk(features, k, dim=1, sorted=False).values
+    values = largest_values(features, k)
     return sharpening_exponent(features, values)
 
 

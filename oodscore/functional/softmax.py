@@ -9,7 +9,10 @@ logit gives a finite score and a finite gradient.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
+
+from oodscore._selection import largest_values
 
 
 def msp_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -42,28 +45,42 @@ def gen_score(logits: Tensor, gamma: float = 0.1, top_m: int = 100) -> Tensor:
     r"""Negative generalized entropy $-\sum_{j \le M} p_{(j)}^\gamma (1 - p_{(j)})^\gamma$.
 
     The sum runs over the ``top_m`` largest probabilities $p_{(j)}$ (all of them when
-    ``top_m >= C``). With $z = f - \max f$, $e = \exp(z)$ and $S = \sum e$, each term is
-    $\exp\big(\gamma\,(z_j + \log(S - e_j) - 2 \log S)\big)$: one power, taken in log space,
-    so a probability that underflows still gives its exact term and a finite gradient.
-    $S - e_j$ is never formed as a difference: for the top class it is
-    $\log \sum_{c \ne j} e^{z_c}$ (a log-sum-exp, exact when the other probabilities
-    underflow: $1 - p$ keeps its precision when $p$ rounds to 1), for the others
-    $(1 - e_j) + r$, with $r = S - 1$ summed over the classes other than the top one. A
-    confident float32 prediction with $1 - p = 10^{-8}$ contributes $0.158$ for
+    ``top_m >= C``); only their logits are selected (`largest_values`), so the terms are
+    taken over M classes, not C. With gaps $d_j = \max f - f_j \ge 0$ and
+    $S = \sum_c e^{-d_c}$, term $j$ is
+    $\exp\big(\gamma\,(\log(S - e^{-d_j}) - d_j)\big)\, S^{-2\gamma}$: one power, taken in
+    log space, so a probability that underflows still gives its exact term and a finite
+    gradient. $S - 1$ is summed relative to the second largest logit $f_{(2)}$ (equal to
+    $\max f$ on a tie): $S - 1 = e^{f_{(2)} - \max f} R$ with
+    $R = \sum_c e^{\min(f_c - f_{(2)}, 0)} - 1 \ge 1$, so $\log(S - 1)$, the top class's
+    $\log(1 - p)$, stays exact when $p$ rounds to 1 or every other probability underflows.
+    A confident float32 prediction with $1 - p = 10^{-8}$ contributes $0.158$ for
     γ = 0.1, not 0, and confident inputs keep distinct scores.
     """
     num_classes = logits.shape[1]
     if num_classes == 1:  # p = 1 and 1 - p = 0: every term is 0 for every gamma > 0
         return -(0.0 * logits[:, 0])
-    lowest = torch.finfo(logits.dtype).min
-    top, first = logits.max(dim=1, keepdim=True)
-    # Not detached: the top class's z is then 0 with gradient 0, so its e may be taken as 1.
-    z = (logits - top).clamp_min(lowest)  # overflowed differences: finite, probability 0
-    is_top = torch.zeros_like(z, dtype=torch.bool).scatter_(1, first, True)
-    rest = torch.exp(z).masked_fill(is_top, 0.0).sum(dim=1, keepdim=True)  # S - 1
-    log_rest = torch.logsumexp(z.masked_fill(is_top, lowest), dim=1, keepdim=True)
-    others = (1 - torch.exp(z)).add(rest).masked_fill(is_top, 1.0).log()  # log(S - e_j)
-    log_terms = z + torch.where(is_top, log_rest, others) - 2 * torch.log1p(rest)
-    if top_m < num_classes:
-        log_terms = log_terms.gather(1, torch.topk(z, top_m, dim=1, sorted=False).indices)
-    return -torch.exp(gamma * log_terms).sum(dim=1)
+    largest = torch.finfo(logits.dtype).max
+    # The top M logits, and at least the two largest (for f_(2)). In-place steps below act
+    # only on tensors made here: each full-size temporary is a fresh allocation to fault in.
+    kept = largest_values(logits, min(max(top_m, 2), num_classes))
+    top = kept.amax(dim=1, keepdim=True)
+    # d_j, saturated (an overflowed gap is a probability of 0); inf marks a tie at the top.
+    apart = F.threshold((top - kept).clamp_max_(largest), 0.0, torch.inf, inplace=True)
+    ties = (apart - largest).clamp_(0.0, 1.0).sum(dim=1, keepdim=True)  # 1 or more
+    second_gap = torch.where(ties > 1, 0.0, apart.amin(dim=1, keepdim=True))  # max f - f_(2)
+    kept_ratios = (second_gap - apart).clamp_max_(0.0).exp_()  # e^{f - f_(2)}; 0 if tied
+    if kept is logits:
+        ratio = kept_ratios.sum(dim=1, keepdim=True) + (ties - 1)
+    else:  # every class, relative to f_(2) itself: one pass over the logits
+        untied = kept.masked_fill(apart.isinf(), -torch.inf)
+        second = torch.where(ties > 1, top, untied.amax(dim=1, keepdim=True))
+        ratio = (logits - second).clamp_max_(0.0).exp_().sum(dim=1, keepdim=True) - 1
+    rest = ratio * torch.exp(-second_gap)  # S - 1
+    # log(S - e_j) - d_j for the untied classes, -inf for the tied, whose terms come next.
+    minus_e = kept_ratios * -torch.exp(-second_gap)  # -e_j; not in place: exp_ keeps it
+    log_others = torch.log(minus_e.add_(1 + rest)).sub_(apart)
+    terms = ties.clamp_max(top_m) * torch.exp(gamma * (ratio.log() - second_gap))
+    if top_m > 1:
+        terms = terms + log_others.mul_(gamma).exp_().sum(dim=1, keepdim=True)
+    return -(terms * torch.exp(-2 * gamma * torch.log1p(rest))).squeeze(1)
