@@ -129,7 +129,29 @@ def build_eval_variants(image_size: int) -> dict[str, Callable[[], nn.Module]]:
         "oodscore operator": lambda: spectral_normalize(
             SmallResNet(), include=nn.Conv2d, mode="operator", example_input=example
         ),
+        "floor: cached weight read with no check": lambda: _with_unchecked_reads(
+            spectral_normalize(SmallResNet(), include=nn.Conv2d)
+        ),
     }
+
+
+def _with_unchecked_reads(model: nn.Module) -> nn.Module:
+    """Each layer's ``weight`` property returns the kept normalized weight without checking it.
+
+    Not a mode of the library (an edited weight would go unseen): the cost of the Python
+    property alone, the floor under any checked cache.
+    """
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            cls = type(module)
+            checked = cls.__dict__["weight"]
+
+            def unchecked(self: nn.Module, checked: property = checked) -> torch.Tensor:
+                cached = self._modules["parametrizations"]._modules["weight"][0]._cached
+                return checked.fget(self) if cached is None else cached.value
+
+            cls.weight = property(unchecked)
+    return model
 
 
 @torch.no_grad()
@@ -398,7 +420,10 @@ def main(argv: list[str] | None = None) -> None:
             f"shuffled order, {args.eval_rounds} rounds per batch size after a warm-up; the "
             "ratio is the median over rounds of each variant's time over the plain network's "
             "in the same round. `plain, normalized weights` is the plain network holding the "
-            "normalized weights: the difference between the two plain rows is noise. Load "
+            "normalized weights: the difference between the two plain rows is noise. "
+            "`floor: ...` serves the kept weight through the same kind of Python property "
+            "with no check at all (not a mode of the library: it would miss edited weights), "
+            "the least a parametrized weight can cost. Load "
             f"average {', '.join(f'{x:.1f}' for x in load_before_eval)} before and "
             f"{', '.join(f'{x:.1f}' for x in load_after_eval)} after these runs (other jobs "
             "shared the machine).",
