@@ -26,15 +26,13 @@ the official formula (scaled and signed as oodscore's: the negative sum).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import markdown_table, write_results
+from common import interleaved_times, markdown_table, write_results
 from measure import import_pytorch_ood
 
 from oodscore import GEN
@@ -97,16 +95,7 @@ def run(rows: int, classes: int, rounds: int, seed: int) -> str:
     torch.manual_seed(seed)
     logits = torch.randn(rows, classes) * 4
     timed = variants(logits)
-    for call in timed.values():  # warm-up
-        call()
-    times: dict[str, list[float]] = {label: [] for label in timed}
-    order = list(timed)
-    for _ in range(rounds):
-        random.shuffle(order)
-        for label in order:
-            start = time.perf_counter()
-            timed[label]()
-            times[label].append(time.perf_counter() - start)
+    times = interleaved_times(timed, rounds, seed=seed)
     baseline = times["torch.logsumexp (baseline)"]
     table_rows = []
     for label, seconds in times.items():
@@ -138,7 +127,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    random.seed(args.seed)
     sections = [
         run(100_000, 1000, args.rounds, args.seed),
         run(1_000_000, 80, args.rounds, args.seed),

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import random
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import interleaved_times
 
 import oodscore
 from oodscore.scorers.base import SCORERS
@@ -38,24 +37,6 @@ def params_for(name: str, num_classes: int) -> dict[str, Any]:
         groups = 8
         return {"groups": [num_classes // groups - 1] * groups}  # C + K = num_classes
     return {}
-
-
-def interleaved_times(
-    calls: dict[str, Callable[[], object]], rounds: int
-) -> dict[str, list[float]]:
-    """Seconds of each call in each round, the calls in a new shuffled order every round."""
-    for call in calls.values():  # warm-up
-        call()
-    times: dict[str, list[float]] = {label: [] for label in calls}
-    order = list(calls)
-    shuffler = random.Random(0)
-    for _ in range(rounds):
-        shuffler.shuffle(order)
-        for label in order:
-            start = time.perf_counter()
-            calls[label]()
-            times[label].append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:

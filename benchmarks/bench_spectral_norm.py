@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import interleaved_times
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
@@ -165,16 +166,8 @@ def time_eval(image_size: int, batch_size: int, rounds: int) -> dict[str, list[f
         torch.manual_seed(0)
         models[name] = build().eval()
         models[name](x)  # warm-up (and oodscore's cache)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    order = list(models)
-    shuffler = random.Random(2)
-    for _ in range(rounds):
-        shuffler.shuffle(order)
-        for name in order:
-            start = time.perf_counter()
-            models[name](x)
-            times[name].append(time.perf_counter() - start)
-    return times
+    calls = {name: (lambda model=model: model(x)) for name, model in models.items()}
+    return interleaved_times(calls, rounds, seed=2, warm_up=False)
 
 
 def eval_lines(times: dict[str, list[float]]) -> list[str]:

@@ -360,3 +360,26 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def interleaved_times(
+    calls: dict[str, Callable[[], object]], rounds: int, *, seed: int = 0, warm_up: bool = True
+) -> dict[str, list[float]]:
+    """Seconds of each call in each of ``rounds`` rounds, in a new shuffled order every round.
+
+    Taking turns spreads the load of other jobs on a shared machine over every call alike;
+    compare calls by the median over rounds of their ratio within a round.
+    """
+    if warm_up:
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    order = list(calls)
+    shuffler = random.Random(seed)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for label in order:
+            start = time.perf_counter()
+            calls[label]()
+            times[label].append(time.perf_counter() - start)
+    return times
