@@ -16,6 +16,20 @@ ArrayT = TypeVar("ArrayT", Tensor, np.ndarray[Any, Any])
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
+compiling: Callable[[], bool] = torch.compiler.is_compiling
+# torch.jit.is_tracing() is a Python function around torch._C._is_tracing: looked up once,
+# for checks that run at every access of a weight.
+jit_tracing: Callable[[], bool] = getattr(torch._C, "_is_tracing", None) or torch.jit.is_tracing  # type: ignore[attr-defined]
+
+
+def tracing() -> bool:
+    """Whether torch.compile, torch.export or the JIT is tracing the running code.
+
+    Code that computes outside torch (NumPy) or keeps values between calls (caches) must
+    not run then: the trace would hold the values as constants.
+    """
+    return compiling() or jit_tracing()
+
 
 def compute_dtype(dtype: torch.dtype, *, from_numpy: bool) -> torch.dtype:
     """The floating dtype a computation on ``dtype`` runs in.

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from oodscore._selection import largest_values
+from oodscore.functional.softmax import gen_score
 
 
 def expected(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -77,3 +78,29 @@ def test_k_equal_to_the_columns_returns_the_input_and_bad_k_is_named():
 def test_other_dtypes_use_topk():
     x = torch.tensor([[1.0, 5.0, 3.0]], dtype=torch.bfloat16)
     assert ascending(largest_values(x, 2)).tolist() == [[3.0, 5.0]]
+
+
+class _GEN(torch.nn.Module):
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return gen_score(logits, 0.1, 10)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the class count, a constant
+def test_traces_compute_the_selection_instead_of_keeping_its_values(rng):
+    """torch.export, the JIT and torch.compile see torch.topk: a trace holds no NumPy values."""
+    first = torch.from_numpy(rng.normal(scale=3.0, size=(8, 50)).astype(np.float32))
+    second = torch.from_numpy(rng.normal(scale=3.0, size=(8, 50)).astype(np.float32))
+    exported = torch.export.export(_GEN(), (first,)).module()
+    traced = torch.jit.trace(_GEN(), (first,))
+    compiled = torch.compile(_GEN(), backend="eager")
+    with torch.no_grad():
+        for run in (exported, traced, compiled):
+            torch.testing.assert_close(run(second), gen_score(second, 0.1, 10))
+
+
+def test_vmap_uses_the_torch_path(rng):
+    x = torch.from_numpy(rng.normal(size=(3, 4, 30)).astype(np.float32))
+    batched = torch.func.vmap(lambda rows: largest_values(rows, 5))(x)
+    for i in range(3):
+        torch.testing.assert_close(ascending(batched[i]), expected(x[i], 5).flip(1))

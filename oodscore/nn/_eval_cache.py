@@ -21,24 +21,19 @@ parametrization modules, the larger part of the cost of reading a parametrized w
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from oodscore._arrays import compiling as _compiling
+from oodscore._arrays import jit_tracing as _jit_tracing
+
 # Looked up once: `CachedWeight.get` runs at every access of a weight, where each attribute
-# lookup counts. torch.jit.is_tracing() is a Python function around torch._C._is_tracing.
+# lookup counts.
 _grad_enabled = torch.is_grad_enabled
 _inference_mode = torch.is_inference_mode_enabled
-_compiling = torch.compiler.is_compiling
-_jit_tracing: Callable[[], bool] = getattr(torch._C, "_is_tracing", None) or torch.jit.is_tracing  # type: ignore[attr-defined]
-
-
-def tracing() -> bool:
-    """Whether torch.compile, torch.export or the JIT is tracing: they see no cache."""
-    return _compiling() or _jit_tracing()
 
 
 def records_gradient(weight: Tensor) -> bool:

@@ -17,13 +17,9 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 from torch.utils.hooks import RemovableHandle
 
+from oodscore._arrays import tracing
 from oodscore.nn._conv_operator import ConvOperator
-from oodscore.nn._eval_cache import (
-    CachedWeight,
-    records_gradient,
-    storable,
-    tracing,
-)
+from oodscore.nn._eval_cache import CachedWeight, records_gradient, storable
 from oodscore.nn._modules import original_weight, weight_parametrizations
 from oodscore.nn._spectral_settings import Mode, check_flag, check_settings
 from oodscore.nn.spectral_legacy import rename_legacy_keys
