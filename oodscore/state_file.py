@@ -6,11 +6,18 @@ A state file is what ``torch.save`` writes for a dict of strings, an integer and
 {"format": "oodscore-state", "version": 1,
  "scorer": "mahalanobis",                                # the registry name
  "params": '{"aggregation": "max", "shrinkage": null}',  # the JSON of get_params()
- "state": {"means": tensor, "whitening": tensor}}        # state_dict()
+ "state": {"means": tensor, "whitening": tensor},        # state_dict()
+ "head": {}}                                             # see below
 ```
 
+A scorer that applies the classifier head (ViM, ReAct, DICE) keeps it under ``"head"`` as
+``{"weight": (C, D), "bias": (C,)}`` tensors, its values when saved (an ``nn.Linear`` head is
+saved as its weights), and leaves the head's arguments out of ``"params"``; ``{}`` when it
+has no head (one is then lent by `oodscore.evaluate`). Files without the entry read as
+``{}``.
+
 `load_state` reads it with ``torch.load(..., weights_only=True)``, which refuses any file
-that would run code, and rebuilds the scorer from the name and the parameters alone.
+that would run code, and rebuilds the scorer from the name, the parameters and the head.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import torch
 
 from oodscore.io import DECOMPRESS_LIMIT, load_torch, write_atomic
 from oodscore.scorers.base import SCORERS, FittedScorer
+from oodscore.scorers.head import params_and_head, params_with_head
 
 FORMAT = "oodscore-state"
 """The ``"format"`` entry of every state file."""
@@ -87,12 +95,14 @@ def save_state(
     # clone() keeps the strides (a transposed whitening stays transposed), so that the loaded
     # scorer multiplies in the same order and gives bit-identical scores.
     state = {k: v.detach().cpu().clone() for k, v in scorer.state_dict().items()}
+    params, head = params_and_head(scorer)
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "scorer": name,
-        "params": _params_json(scorer),
+        "params": _params_json(params, scorer),
         "state": state,
+        "head": head,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -143,7 +153,7 @@ def load_state(
     if params:
         _check_same_params(cls(**{**saved, **params}), saved, params, where)
     try:
-        scorer = cls(**saved)
+        scorer = cls(**params_with_head(saved, payload.get("head", {})))
         scorer.load_state_dict(state)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where} does not rebuild {saved_name!r}: {error}") from None
@@ -156,9 +166,9 @@ def check_state_suffix(path: str | os.PathLike[str]) -> None:
         raise ValueError(f"Expected a state file ending in .pt or .pth, got {str(path)!r}.")
 
 
-def _params_json(scorer: FittedScorer) -> str:
+def _params_json(params: dict[str, Any], scorer: FittedScorer) -> str:
     try:
-        return json.dumps(scorer.get_params(deep=False), sort_keys=True, allow_nan=False)
+        return json.dumps(params, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"Cannot save the parameters of {scorer!r} as JSON ({error}); a state file holds "
@@ -180,7 +190,7 @@ def _check_same_params(
     requested: FittedScorer, saved: dict[str, Any], asked: Mapping[str, Any], where: str
 ) -> None:
     """Compare the asked parameters, as the constructor stores them, with the file's."""
-    wanted = json.loads(_params_json(requested))
+    wanted = json.loads(_params_json(params_and_head(requested)[0], requested))
     for key in asked:
         have, want = saved.get(key), wanted[key]
         if have != want or isinstance(have, bool) != isinstance(want, bool):

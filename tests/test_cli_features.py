@@ -121,7 +121,8 @@ def test_state_file_layout(tmp_path: Path, rng: np.random.Generator) -> None:
     path = tmp_path / "state.pt"
     save_state(scorer, path)
     payload = torch.load(path, weights_only=True)
-    assert set(payload) == {"format", "version", "scorer", "params", "state"}
+    assert set(payload) == {"format", "version", "scorer", "params", "state", "head"}
+    assert payload["head"] == {}
     assert (payload["format"], payload["version"], payload["scorer"]) == (
         FORMAT,
         VERSION,

@@ -8,8 +8,12 @@ in the manner of `oodscore.state_file`:
  "scorer": "energy",                              # the registry name
  "params": '{"temperature": 1.0}',                # the JSON of get_params()
  "grouping": '{"rule": "predicted_class"}',       # the JSON of the group rule
- "state": {...}}                                  # OODDetector.state_dict(): tensors only
+ "state": {...},                                  # OODDetector.state_dict(): tensors only
+ "head": {}}                                      # the scorer's classifier head, if it has one
 ```
+
+The ``"head"`` entry is that of `oodscore.state_file`: the weight and bias of the head of a
+scorer that applies one (ViM, ReAct, ASH, ...), as tensors.
 
 `load_detector` reads it with ``torch.load(..., weights_only=True)`` and rebuilds the
 detector from the names and the JSON alone. The model is not part of it: a detector file
@@ -31,6 +35,7 @@ from oodscore.detection.detector import OODDetector
 from oodscore.detection.grouping import ByClassGroups, ByLabelCount, ByPredictedClass, Grouping
 from oodscore.io import DECOMPRESS_LIMIT, write_atomic
 from oodscore.scorers.base import SCORERS
+from oodscore.scorers.head import params_and_head, params_with_head
 from oodscore.state_file import read_payload
 
 SUFFIXES = (".pt", ".pth")
@@ -84,13 +89,15 @@ def save_detector(
             f"Cannot save a detector of {type(scorer).__name__}: it is not a registered scorer, "
             "so a detector file could not rebuild it."
         )
+    params, head = params_and_head(scorer)
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "scorer": name,
-        "params": _json(scorer.get_params(deep=False), f"the parameters of {scorer!r}"),
+        "params": _json(params, f"the parameters of {scorer!r}"),
         "grouping": _json(_grouping_spec(detector.grouping), "the group rule"),
         "state": state,
+        "head": head,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -119,7 +126,7 @@ def load_detector(
     if not isinstance(name, str) or not isinstance(state, dict):
         raise ValueError(f"{where} is a damaged detector file (bad 'scorer' or 'state' entry).")
     try:
-        scorer = SCORERS.get_class(name)(**params)
+        scorer = SCORERS.get_class(name)(**params_with_head(params, payload.get("head", {})))
         detector = OODDetector(scorer, grouping=_grouping_of(grouping))
         detector.load_state_dict(state)
     except (TypeError, ValueError) as error:

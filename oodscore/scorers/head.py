@@ -76,18 +76,7 @@ class UsesHead:
         Raises:
             ValueError: Without a head, or when the feature sizes differ.
         """
-        bias: Tensor | None
-        if self.head is not None:
-            weight: Tensor = self.head.weight.detach()
-            bias = None if self.head.bias is None else self.head.bias.detach()
-        elif self._head_tensors is not None:
-            weight, bias = self._head_tensors
-        else:
-            cls = type(self).__name__
-            raise ValueError(
-                f"{cls} applies the classifier head and has none: build it with head= (an "
-                "nn.Linear) or weight=/bias=, or let oodscore.evaluate use the model's head."
-            )
+        weight, bias = self.head_tensors()
         if weight.shape[1] != like.shape[1]:
             raise ValueError(
                 f"Expected `features` with D = {weight.shape[1]} columns, the input size of "
@@ -97,10 +86,77 @@ class UsesHead:
         weight = weight.to(like.device, like.dtype)
         return weight, None if bias is None else bias.to(like.device, like.dtype)
 
+    def head_tensors(self) -> tuple[Tensor, Tensor | None]:
+        """The head's weight (C, D) and bias (C,) or ``None`` as they are now, detached.
+
+        Raises:
+            ValueError: Without a head.
+        """
+        if self.head is not None:
+            bias = None if self.head.bias is None else self.head.bias.detach()
+            return self.head.weight.detach(), bias
+        if self._head_tensors is not None:
+            return self._head_tensors
+        raise ValueError(
+            f"{type(self).__name__} applies the classifier head and has none: build it with "
+            "head= (an nn.Linear) or weight=/bias=, or let oodscore.evaluate use the model's "
+            "head."
+        )
+
     def head_logits(self, features: Tensor) -> Tensor:
         r"""$z = h W^\top + b$ of checked features (N, D), in their dtype."""
         weight, bias = self.head_parameters(features)
         return nn.functional.linear(features, weight, bias)
+
+
+HEAD_ARGUMENTS = ("head", "weight", "bias")
+"""The constructor arguments of a `UsesHead` scorer that give its head."""
+
+
+def params_and_head(scorer: object) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A scorer's ``get_params(deep=False)`` for a file, and its classifier head apart.
+
+    A file keeps parameters as JSON, which holds no ``nn.Linear`` and no tensor: for a
+    scorer that applies the head (`UsesHead`), the head's arguments are left out of the
+    parameters and the head is returned as ``{"weight": (C, D), "bias": (C,)}`` CPU copies
+    of its current values (no ``"bias"`` for a head without one; ``{}`` for a scorer
+    without a head). A head given as an ``nn.Linear`` is thus saved as its weights at this
+    moment. Other scorers: their parameters and ``{}``.
+    """
+    params: dict[str, Any] = scorer.get_params(deep=False)  # type: ignore[attr-defined]
+    if not isinstance(scorer, UsesHead):
+        return params, {}
+    for key in HEAD_ARGUMENTS:
+        params.pop(key, None)
+    if not scorer.has_head:
+        return params, {}
+    weight, bias = scorer.head_tensors()
+    head = {"weight": weight.cpu().clone()}
+    if bias is not None:
+        head["bias"] = bias.cpu().clone()
+    return params, head
+
+
+def params_with_head(params: dict[str, Any], head: object) -> dict[str, Any]:
+    """The constructor arguments that rebuild a scorer: ``params`` and a saved ``head``.
+
+    Args:
+        params: Parameters read from a file.
+        head: The head saved beside them by `params_and_head` (``{}`` for none).
+
+    Raises:
+        ValueError: If ``head`` is not a dict of ``"weight"`` and optionally ``"bias"``.
+    """
+    if not isinstance(head, dict) or not set(head) <= {"weight", "bias"}:
+        raise ValueError(
+            "the saved head must be a dict of 'weight' and optionally 'bias', got "
+            f"{sorted(head) if isinstance(head, dict) else type(head).__name__}"
+        )
+    if not head:
+        return params
+    if "weight" not in head:
+        raise ValueError("the saved head has a bias and no weight")
+    return {**params, "weight": head["weight"], "bias": head.get("bias")}
 
 
 def _head_tensors(weight: HeadWeight, bias: HeadWeight | None) -> tuple[Tensor, Tensor | None]:
