@@ -59,6 +59,7 @@ __all__ = [
     "check_suffix",
     "encode_array",
     "load_array",
+    "load_head",
     "load_targets",
     "load_torch",
     "parse_size",
@@ -273,6 +274,89 @@ def load_targets(
             raise ValueError(f"{str(path)!r} holds non-integer class indices.")
         targets = targets.astype("int64")
     return targets
+
+
+def load_head(
+    path: str | os.PathLike[str],
+    *,
+    prefix: str | None = None,
+    decompress_limit: int = DECOMPRESS_LIMIT,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+    """Read a classifier head: its weight (C, D) and its bias (C,), or ``None`` for none.
+
+    Args:
+        path: A ``.pt``/``.pth`` file of a dict of tensors (what
+            ``torch.save(model.fc.state_dict(), path)`` writes) or an ``.npz`` archive, with
+            the arrays ``"weight"`` and, optionally, ``"bias"``; or a ``.npy`` file of the
+            weight alone (a head without a bias).
+        prefix: The head's name in a whole model's state dict: ``"fc"`` reads
+            ``"fc.weight"`` and ``"fc.bias"``.
+        decompress_limit: As in `load_array`.
+
+    Raises:
+        ValueError: On another format, a missing weight, arrays of other names or numbers
+            of dimensions, and as `load_array`.
+        OSError: If the file cannot be read.
+
+    Examples:
+        >>> import pathlib, tempfile, torch
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "head.pt"
+        >>> torch.save(torch.nn.Linear(4, 3).state_dict(), path)
+        >>> weight, bias = load_head(path)
+        >>> weight.shape, bias.shape
+        ((3, 4), (3,))
+    """
+    path = Path(path)
+    suffix = check_suffix(path)
+    check_file(path)
+    names = ("weight", "bias") if not prefix else (f"{prefix}.weight", f"{prefix}.bias")
+    if suffix == ".npy":
+        if prefix:
+            raise ValueError(f"{_name(path)} holds one array, the weight: it has no {prefix!r}.")
+        arrays: dict[str, np.ndarray[Any, Any]] = {names[0]: load_npy(path)}
+    elif suffix == ".npz":
+        arrays = {
+            name: _load_npz(path, name, decompress_limit)
+            for name in names
+            if name in _npz_names(path)
+        }
+    elif suffix in (".pt", ".pth"):
+        saved = load_torch(path, decompress_limit=decompress_limit)
+        if not isinstance(saved, dict):
+            raise ValueError(
+                f"{_name(path)} holds a {type(saved).__name__}, expected a dict of the head's "
+                "'weight' and 'bias' (save layer.state_dict())."
+            )
+        arrays = {
+            name: _tensor_to_numpy(saved[name], path)
+            for name in names
+            if isinstance(saved.get(name), torch.Tensor)
+        }
+    else:
+        raise ValueError(f"Expected a head in a .pt, .pth, .npz or .npy file, got {_name(path)}.")
+    if names[0] not in arrays:
+        raise ValueError(
+            f"{_name(path)} has no array {names[0]!r}: a head file holds {names[0]!r} (C, D) "
+            f"and optionally {names[1]!r} (C,)."
+        )
+    weight, bias = arrays[names[0]], arrays.get(names[1])
+    if weight.ndim != 2 or (bias is not None and bias.ndim != 1):
+        got = f"{weight.shape}" + ("" if bias is None else f" and {bias.shape}")
+        raise ValueError(
+            f"{_name(path)}: expected a weight (C, D) and a bias (C,), got shapes {got}."
+        )
+    return weight, bias
+
+
+def _npz_names(path: Path) -> list[str]:
+    """The names of the arrays of an ``.npz`` archive (its directory only is read)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return list(archive.files)
+    except Exception as error:  # BadZipFile, EOFError on an empty file, ...
+        raise ValueError(
+            f"Cannot read {_name(path)} as a .npz archive: {_first_line(error)}."
+        ) from None
 
 
 def _load_torch(path: Path, key: str | None, limit: int) -> np.ndarray[Any, Any]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from oodscore.commands.options import (
     InputFile,
+    add_head_option,
     add_key_option,
     input_file,
     path_of,
@@ -23,6 +24,7 @@ from oodscore.commands.score import (
     add_reading_options,
     check_fit_options,
     check_kind,
+    give_head,
     parse_params,
     reads,
 )
@@ -121,6 +123,7 @@ def register(subparsers: Any) -> None:
         "--fit-targets", type=input_file, metavar="TARGETS", help="targets of --fit"
     )
     fitted.add_argument("--state", type=Path, metavar="STATE", help="a fitted scorer's state file")
+    add_head_option(parser)
     add_reading_options(parser)
     parser.set_defaults(run=run, save_state=None)
 
@@ -137,11 +140,14 @@ def run(args: argparse.Namespace) -> int:
     alpha = UNIT_OPEN.check(args.alpha, "--alpha")
     args.name, items = split_scorer(args.name, option="NAME")
     cls = SCORERS.get_class(args.name)
-    check_kind(args.name, cls)
+    check_kind(args.name, cls, head=args.head is not None or args.state is not None)
     params = parse_params([*items, *args.param], cls)
     check_fit_options(args, cls)
     check_detector_suffix(args.output)
-    given = (args.input, args.ood, args.fit, args.fit_targets, args.state, args.class_groups)
+    given = (
+        *(args.input, args.ood, args.fit, args.fit_targets, args.state, args.class_groups),
+        args.head,
+    )
     inputs = [p for p in map(path_of, given) if p is not None]
     check_outputs([args.output], inputs, force=args.force)
     if args.fit is not None and _same_input(args.fit, args.input, args.key):
@@ -210,15 +216,19 @@ def _grouping(args: argparse.Namespace, cls: type[Scorer]) -> Grouping | None:
 
 def _scorer(args: argparse.Namespace, cls: type[Scorer], params: dict[str, Any]) -> Scorer:
     """The scorer, fitted on ``--fit`` or read from ``--state`` when it is a fitted scorer."""
-    from oodscore.commands.streaming import read_array, read_targets
+    from oodscore.commands.streaming import read_array, read_head, read_targets
     from oodscore.scorers.base import FittedScorer
     from oodscore.state_file import load_state
 
     if args.state is not None:
-        return load_state(
+        loaded = load_state(
             args.state, name=args.name, params=params, decompress_limit=args.decompress_limit
         )
+        give_head({args.name: loaded}, read_head(args))
+        check_kind(args.name, loaded)
+        return loaded
     scorer = cls(**params)
+    give_head({args.name: scorer}, read_head(args))
     if isinstance(scorer, FittedScorer):
         fit_data = read_array(args.fit, args)
         targets = None if args.fit_targets is None else read_targets(args.fit_targets, args)

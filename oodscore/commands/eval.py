@@ -19,6 +19,7 @@ from oodscore.commands.options import (
     STDOUT,
     InputFile,
     add_device_option,
+    add_head_option,
     add_key_option,
     add_reading_options,
     input_file,
@@ -100,6 +101,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_device_option(parser)
+    add_head_option(parser)
     add_reading_options(parser)
     group = parser.add_argument_group(
         "feature and fitted scorers",

@@ -20,10 +20,11 @@ from oodscore._npy import release_pages
 from oodscore._validation import check_same_width
 from oodscore.commands.eval import FEATURE_OPTIONS, parse_ood, scorer_label
 from oodscore.commands.options import STDOUT, InputFile, parse_params, path_of, split_scorer
-from oodscore.commands.score import check_kind, reads
+from oodscore.commands.score import check_kind, give_head, reads
 from oodscore.commands.streaming import (
     as_checked,
     read_array,
+    read_head,
     read_targets,
     resolve_device,
     score_rows,
@@ -44,12 +45,13 @@ def run_eval(args: argparse.Namespace) -> int:
     ood_paths = parse_ood(args.ood)
     feature_paths = parse_ood(args.ood_features, "--ood-features")
     _check_same_sets(ood_paths, feature_paths)
-    scorers, states = _resolve(args.scorers, args.decompress_limit)
+    scorers, states = _resolve(args.scorers, args.decompress_limit, head=args.head is not None)
+    give_head(scorers, read_head(args))
     check_inputs(args, scorers)
     device = resolve_device(args.device)
     singles = (
         *(args.id_path, args.id_targets, args.id_features),
-        *(args.fit_features, args.fit_logits, args.fit_targets),
+        *(args.fit_features, args.fit_logits, args.fit_targets, args.head),
         *ood_paths.values(),
         *feature_paths.values(),
     )
@@ -76,10 +78,10 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_scorer(item: str) -> Scorer:
+def _build_scorer(item: str, *, head: bool) -> Scorer:
     name, pairs = split_scorer(item)
     cls = SCORERS.get_class(name)
-    check_kind(name, cls)
+    check_kind(name, cls, head=head)
     return cls(**parse_params(pairs, cls, context=f"--scorer {item!r}: "))
 
 
@@ -94,14 +96,14 @@ def _state_path(item: str) -> tuple[str | None, Path]:
 
 
 def _resolve(
-    items: list[tuple[str, str]], decompress_limit: int
+    items: list[tuple[str, str]], decompress_limit: int, *, head: bool
 ) -> tuple[dict[str, Scorer], dict[str, Path]]:
     """Scorers of ``--scorer`` and ``--state`` in command-line order, and the state files."""
     scorers: dict[str, Scorer] = {}
     states: dict[str, Path] = {}
     for option, item in items:
         if option == "scorer":
-            label, scorer = item, _build_scorer(item)
+            label, scorer = item, _build_scorer(item, head=head)
         else:
             given, path = _state_path(item)
             scorer = load_state(path, decompress_limit=decompress_limit)
@@ -113,7 +115,7 @@ def _resolve(
                 f"Two scorers are labelled {label!r}; name the one of a state file with "
                 "--state LABEL=PATH."
             )
-        check_kind(label, scorer)
+        check_kind(label, scorer, head=head)
         scorers[label] = scorer
         if option == "state":
             states[label] = path

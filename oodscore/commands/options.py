@@ -137,6 +137,19 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_head_option(parser: argparse.ArgumentParser) -> None:
+    """``--head``: the classifier head of the scorers that apply one."""
+    parser.add_argument(
+        "--head",
+        type=input_file,
+        metavar="HEAD[::PREFIX]",
+        help="the classifier head, for scorers that apply it (ash, dice, gradnorm, react, "
+        "scale, vim): a .pt of an nn.Linear's state_dict or an .npz with 'weight' (C, D) and "
+        "'bias' (C,), or a .npy of the weight; ::PREFIX reads PREFIX.weight and PREFIX.bias "
+        "of a model's state_dict (e.g. model.pt::fc)",
+    )
+
+
 def split_scorer(text: str, option: str = "--scorer") -> tuple[str, list[str]]:
     """The name and the ``KEY=VALUE`` texts of ``NAME[:KEY=VALUE,...]``.
 

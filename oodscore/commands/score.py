@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from oodscore.commands.options import (
     STDOUT,
     add_device_option,
+    add_head_option,
     add_key_option,
     add_reading_options,
     input_file,
@@ -35,6 +36,7 @@ __all__ = [
     "add_reading_options",
     "check_fit_options",
     "check_kind",
+    "give_head",
     "parse_params",
     "reading",
     "reads",
@@ -93,6 +95,7 @@ def register(subparsers: Any) -> None:
         "--force", action="store_true", help="overwrite OUTPUT (and --save-state) if it exists"
     )
     add_device_option(parser)
+    add_head_option(parser)
     add_reading_options(parser)
     group = parser.add_argument_group(
         "fitted scorers", "where the fitted state comes from: --fit or --state, exactly one"
@@ -136,23 +139,52 @@ def refuse_fit_options(args: argparse.Namespace, options: tuple[str, ...], why: 
         raise ValueError(f"{', '.join(given)} {verb} only to fitted scorers; {why}.")
 
 
-def check_kind(label: str, scorer: type[Scorer] | Scorer) -> None:
+def check_kind(label: str, scorer: type[Scorer] | Scorer, *, head: bool = False) -> None:
     """Refuse the scorers the command line cannot run.
 
-    Model scorers need the model; scorers that apply the classifier head need a head, which
-    the command line has no way to take yet.
+    Model scorers need the model. Scorers that apply the classifier head need one: from
+    ``--head`` (``head``) or, for a scorer read from a state file, the file's.
     """
     if scorer.input_kind == "model":
         raise ValueError(
             f"{label!r} runs a model; the command line scores saved logits and features. "
             "Use oodscore.evaluate(model, ...) in Python."
         )
-    if scorer.needs_head:
+    has_head = not isinstance(scorer, type) and bool(getattr(scorer, "has_head", False))
+    if scorer.needs_head and not head and not has_head:
         raise ValueError(
-            f"{label!r} applies the classifier head to the features, and the command line "
-            "cannot take a head yet; use it in Python, built with head= (an nn.Linear) or "
-            "weight=/bias=, or through oodscore.evaluate(model, ...)."
+            f"{label!r} applies the classifier head to the features: give it with --head HEAD "
+            "(a .pt of an nn.Linear's state_dict, or an .npz of 'weight' (C, D) and 'bias' "
+            "(C,))."
         )
+
+
+def give_head(scorers: dict[str, Scorer], head: dict[str, Any] | None) -> None:
+    """Give ``--head`` to each scorer that applies a head and has none.
+
+    Raises:
+        ValueError: If ``--head`` is given and no scorer takes it (none applies a head, or
+            each has its own from its state file), or a head that does not fit.
+    """
+    if head is None:
+        return
+    takers = [
+        (label, s)
+        for label, s in scorers.items()
+        if s.needs_head and not s.has_head  # type: ignore[attr-defined]
+    ]
+    if not takers:
+        why = (
+            "each scorer that applies a head has its own, from its state file"
+            if any(s.needs_head for s in scorers.values())
+            else "none of the scorers applies the classifier head"
+        )
+        raise ValueError(f"--head would not be used: {why}.")
+    for label, scorer in takers:
+        try:
+            scorer.set_head(**head)  # type: ignore[attr-defined]
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--head does not fit {label!r}: {error}") from None
 
 
 def reads(cls: type[Scorer] | Scorer) -> str:

@@ -16,11 +16,12 @@ import numpy as np
 
 from oodscore._npy import release_pages
 from oodscore.commands.options import STDOUT, InputFile, parse_params, path_of, split_scorer
-from oodscore.commands.score import check_fit_options, check_kind
+from oodscore.commands.score import check_fit_options, check_kind, give_head
 from oodscore.commands.streaming import (
     Check,
     plain,
     read_array,
+    read_head,
     read_targets,
     resolve_device,
     score_rows,
@@ -34,7 +35,7 @@ def run_score(args: argparse.Namespace) -> int:
     """Build (and fit or load) the scorer, score the input in row blocks, write the scores."""
     args.name, items = split_scorer(args.name, option="NAME")
     cls = SCORERS.get_class(args.name)
-    check_kind(args.name, cls)
+    check_kind(args.name, cls, head=args.head is not None or args.state is not None)
     params = parse_params([*items, *args.param], cls)
     check_fit_options(args, cls)
     device = resolve_device(args.device)
@@ -43,7 +44,7 @@ def run_score(args: argparse.Namespace) -> int:
         check_suffix(output)
     if args.save_state is not None:
         check_state_suffix(args.save_state)
-    given = (args.input, args.fit, args.fit_targets, args.state)
+    given = (args.input, args.fit, args.fit_targets, args.state, args.head)
     inputs = [path for path in map(path_of, given) if path is not None]
     outputs = [p for p in (output, args.save_state) if p is not None]
     # Fail before loading, fitting and scoring a large input.
@@ -58,6 +59,8 @@ def run_score(args: argparse.Namespace) -> int:
         )
     else:
         scorer = cls(**params)
+    give_head({args.name: scorer}, read_head(args))
+    check_kind(args.name, scorer)
     if isinstance(scorer, FittedScorer):
         _fit(scorer, args)
     data = read_array(args.input, args, mmap=True)

@@ -23,7 +23,7 @@ from torch import Tensor
 from oodscore._arrays import CHUNK_ELEMENTS, as_tensor
 from oodscore.commands.options import InputFile, reading
 from oodscore.commands.score import reads
-from oodscore.io import load_array, load_targets, row_blocks
+from oodscore.io import load_array, load_head, load_targets, row_blocks
 from oodscore.scorers.base import Scorer
 
 BLOCK_CHUNKS = 8
@@ -58,6 +58,15 @@ def read_scorer_input(
     if array.ndim == 2 and array.shape[1] == 1:  # a one-column CSV of scores
         array = array[:, 0]
     return {"scores": array}
+
+
+def read_head(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``{"weight": (C, D), "bias": (C,) or None}`` of ``--head``; ``None`` without it."""
+    item: InputFile | None = args.head
+    if item is None:
+        return None
+    weight, bias = load_head(item.path, prefix=item.key, decompress_limit=args.decompress_limit)
+    return {"weight": weight, "bias": bias}
 
 
 def read_targets(item: InputFile | Path, args: argparse.Namespace) -> Any:

@@ -125,9 +125,15 @@ class DICE(UsesHead, ComposesLogitScorer, FittedScorer):
         weight, bias = self.masked_head(features)
         return head_scores(features, weight, bias, self.score_logits)
 
-    def set_head(self, head: nn.Linear | None) -> None:
-        """Use ``head`` (or none) from now on, and forget the masked weights of the previous one."""
-        super().set_head(head)
+    def set_head(
+        self,
+        head: nn.Linear | None = None,
+        *,
+        weight: HeadWeight | None = None,
+        bias: HeadWeight | None = None,
+    ) -> None:
+        """`UsesHead.set_head`, and forget the masked weights of the previous head."""
+        super().set_head(head, weight=weight, bias=bias)
         self._masked.clear()
 
     def _head_sources(

@@ -61,12 +61,21 @@ class UsesHead:
         """Whether a head was given (at construction or by `set_head`)."""
         return self.head is not None or self._head_tensors is not None
 
-    def set_head(self, head: nn.Linear | None) -> None:
-        """Use ``head`` (an ``nn.Linear``) from now on, or no head with ``None``.
+    def set_head(
+        self,
+        head: nn.Linear | None = None,
+        *,
+        weight: HeadWeight | None = None,
+        bias: HeadWeight | None = None,
+    ) -> None:
+        """Use ``head`` (an ``nn.Linear``), or ``weight`` and ``bias``, from now on.
 
-        `oodscore.evaluate` lends the model's head this way for one call, then takes it back.
+        With no argument, the scorer has no head. `oodscore.evaluate` lends the model's
+        head this way for one call, then takes it back; the command line gives a scorer
+        read from a state file without a head the one of ``--head``. The arguments are
+        checked as the constructor's.
         """
-        self._init_head(head, None, None)
+        self._init_head(head, weight, bias)
 
     def head_parameters(self, like: Tensor) -> tuple[Tensor, Tensor | None]:
         """The head's weight (C, D) and bias (C,) or ``None``, on ``like``'s device and dtype.
