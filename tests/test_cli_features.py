@@ -359,6 +359,7 @@ def test_singular_covariance_warns_in_one_line(
     )
     assert (code, out) == (0, "")
     assert err.startswith("oodscore: warning: The tied covariance of the features is singular")
+    assert "Give the parameter (NAME:shrinkage=VALUE) to choose the value" in err
     assert err.count("\n") == 1
 
 

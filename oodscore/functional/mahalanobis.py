@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from oodscore._arrays import FIT_CHUNK_ELEMENTS, compute_dtype, rows_per_chunk
+from oodscore._wording import option
 
 
 def class_means(
@@ -88,8 +89,9 @@ def whitening(covariance: Tensor, shrinkage: float | None = None) -> tuple[Tenso
             warnings.warn(
                 f"The tied covariance of the features is singular (D = {dimension}, smallest "
                 f"eigenvalue {float(values[0]):.3g}, largest {float(values[-1]):.3g}); it is "
-                f"shrunk toward the identity with shrinkage = {shrinkage:g}. Pass "
-                "`shrinkage=` to choose the value and silence this warning.",
+                f"shrunk toward the identity with shrinkage = {shrinkage:g}. "
+                + option("Pass `shrinkage=`", "Give the parameter (NAME:shrinkage=VALUE)")
+                + " to choose the value and silence this warning.",
                 UserWarning,
                 stacklevel=4,
             )
