@@ -315,10 +315,10 @@ def load_head(
             raise ValueError(f"{_name(path)} holds one array, the weight: it has no {prefix!r}.")
         arrays: dict[str, np.ndarray[Any, Any]] = {names[0]: load_npy(path)}
     elif suffix == ".npz":
+        present = _npz_names(path)
+        _check_head_entries(path, present, prefix)
         arrays = {
-            name: _load_npz(path, name, decompress_limit)
-            for name in names
-            if name in _npz_names(path)
+            name: _load_npz(path, name, decompress_limit) for name in names if name in present
         }
     elif suffix in (".pt", ".pth"):
         saved = load_torch(path, decompress_limit=decompress_limit)
@@ -327,11 +327,14 @@ def load_head(
                 f"{_name(path)} holds a {type(saved).__name__}, expected a dict of the head's "
                 "'weight' and 'bias' (save layer.state_dict())."
             )
-        arrays = {
-            name: _tensor_to_numpy(saved[name], path)
-            for name in names
-            if isinstance(saved.get(name), torch.Tensor)
-        }
+        _check_head_entries(path, [str(k) for k in saved], prefix)
+        arrays = {}
+        for name in names:
+            if name in saved:
+                if not isinstance(saved[name], torch.Tensor):
+                    kind = type(saved[name]).__name__
+                    raise ValueError(f"{_name(path)}: {name!r} is a {kind}, expected a tensor.")
+                arrays[name] = _tensor_to_numpy(saved[name], path)
     else:
         raise ValueError(f"Expected a head in a .pt, .pth, .npz or .npy file, got {_name(path)}.")
     if names[0] not in arrays:
@@ -346,6 +349,23 @@ def load_head(
             f"{_name(path)}: expected a weight (C, D) and a bias (C,), got shapes {got}."
         )
     return weight, bias
+
+
+def _check_head_entries(path: Path, present: list[str], prefix: str | None) -> None:
+    """Refuse a head file (without ``prefix``) that holds more than ``weight`` and ``bias``.
+
+    A bias saved under another name would otherwise be left out without a word. With a
+    prefix the file is a whole model's state dict, whose other entries are not the head's.
+    """
+    if prefix:
+        return
+    others = sorted(set(present) - {"weight", "bias"})
+    if others:
+        raise ValueError(
+            f"{_name(path)} holds {', '.join(map(repr, others))} besides the head's 'weight' "
+            "and 'bias'; save the head alone, or name it in a model's state dict with "
+            f"{option('prefix=', 'PATH::PREFIX')}."
+        )
 
 
 def _npz_names(path: Path) -> list[str]:

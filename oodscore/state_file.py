@@ -192,6 +192,10 @@ def _check_same_params(
     """Compare the asked parameters, as the constructor stores them, with the file's."""
     wanted = json.loads(_params_json(params_and_head(requested)[0], requested))
     for key in asked:
+        if key not in wanted:  # the head's arguments: the head is saved in the file
+            raise ValueError(
+                f"{where} holds the scorer's classifier head; {key!r} cannot be given with it."
+            )
         have, want = saved.get(key), wanted[key]
         if have != want or isinstance(have, bool) != isinstance(want, bool):
             raise ValueError(

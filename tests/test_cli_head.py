@@ -132,7 +132,7 @@ def test_calibrate_keeps_the_head_in_the_detector_file(d: Path, capsys) -> None:
 
 def test_bad_heads_give_one_line(d: Path, tmp_path: Path, capsys) -> None:
     score = ["score", "vim:dim=3", d / "test.npy", "-o", d / "s.npy", "--fit", d / "fit.npy"]
-    np.savez(tmp_path / "nameless.npz", w=np.ones((C, D)))
+    np.savez(tmp_path / "nameless.npz", bias=np.ones(C))
     np.savez(tmp_path / "nan.npz", weight=np.full((C, D), np.nan))
     np.savez(tmp_path / "narrow.npz", weight=np.ones((C, D - 2)), bias=np.zeros(C))
     np.savez(tmp_path / "bias.npz", weight=np.ones((C, D)), bias=np.zeros(C + 1))
@@ -158,3 +158,47 @@ def test_bad_heads_give_one_line(d: Path, tmp_path: Path, capsys) -> None:
         ["score", "vim", d / "test.npy", "-o", d / "v.npy", "--fit", d / "fit.npy"], capsys
     )
     assert "give it with --head HEAD" in err
+
+
+def test_eval_labels_leave_the_head_out(d: Path, capsys) -> None:
+    fit = ["--fit", d / "fit.npy", "--head", d / "head.pt", "--save-state", d / "vim.pt"]
+    assert run(["score", "vim:dim=3", d / "test.npy", "-o", d / "a.npy", *fit], capsys)[0] == 0
+    argv = [
+        "eval", "--id", d / "test_logits.npy", "--ood", f"far={d / 'ood_logits.npy'}",
+        "--id-features", d / "test.npy", "--ood-features", f"far={d / 'ood.npy'}",
+        "--state", d / "vim.pt", "--format", "csv",
+    ]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert (code, err) == (0, "")
+    assert "vim:dim=3," in out
+    assert "tensor" not in out
+    assert "weight" not in out
+
+
+def test_head_files_with_other_entries_are_refused(d: Path, tmp_path: Path, capsys) -> None:
+    weight, bias = head_of(d)
+    np.savez(tmp_path / "renamed.npz", weight=weight, Bias=bias)
+    torch.save({"weight": torch.from_numpy(weight), "bias": [1, 2, 3, 4]}, tmp_path / "list.pt")
+    score = ["score", "ash", d / "test.npy", "-o", d / "s.npy", "--head"]
+    assert "holds 'Bias' besides the head's 'weight'" in error_of(
+        [*score, tmp_path / "renamed.npz"], capsys
+    )
+    assert "'bias' is a list, expected a tensor" in error_of([*score, tmp_path / "list.pt"], capsys)
+
+
+def test_detect_gives_a_head_to_a_detector_saved_without_one(d: Path, capsys) -> None:
+    """A detector calibrated in Python on a head that evaluate lent keeps no head."""
+    from oodscore.detection import save_detector
+
+    weight, bias = head_of(d)
+    scorer = ASH(weight=weight, bias=bias)
+    detector = OODDetector(scorer).calibrate(features=np.load(d / "fit.npy"), alpha=0.1)
+    scorer.set_head()  # the head was lent
+    save_detector(detector, d / "gate.pt")
+    detect = ["detect", d / "gate.pt", d / "ood.npy", "-o", d / "out.csv"]
+    assert "give it with --head HEAD" in error_of(detect, capsys)
+    code, _, err = run([*detect, "--head", d / "head.npz"], capsys)
+    assert (code, err) == (0, "")
+    rows = np.loadtxt(d / "out.csv", delimiter=",", skiprows=1)
+    scorer.set_head(weight=weight, bias=bias)
+    np.testing.assert_array_equal(rows[:, 2].astype(bool), detector(np.load(d / "ood.npy")).reject)

@@ -154,3 +154,18 @@ def test_gradient_with_many_classes_matches_float64(rng):
     assert torch.isfinite(grad).all()
     torch.testing.assert_close(grad.double(), grad64, rtol=1e-4, atol=1e-9)
     np.testing.assert_allclose(GEN()(x64).detach().numpy(), ref.gen(x.double().numpy()), rtol=1e-6)
+
+
+@pytest.mark.parametrize("top_m", [1, 2, 3, 100])
+def test_a_single_finite_logit_gives_zero_and_a_zero_gradient(top_m):
+    """Masked classes (logits of -inf): p = 1 for the one left, whose term is 0."""
+    logits = torch.tensor([[0.0, -torch.inf, -torch.inf, -torch.inf]], requires_grad=True)
+    score = gen_score(logits, 0.1, top_m)
+    score.sum().backward()
+    assert score.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_top_m_below_one_is_refused():
+    with pytest.raises(ValueError, match="`top_m` >= 1, got 0"):
+        gen_score(torch.zeros(2, 3), 0.1, 0)

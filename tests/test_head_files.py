@@ -130,3 +130,12 @@ def test_a_head_given_to_a_scorer_without_one_is_refused(features, head, tmp_pat
     torch.save({**payload, "head": {"weight": head[0]}}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not rebuild 'mahalanobis'"):
         load_state(tmp_path / "bad.pt")
+
+
+def test_head_arguments_cannot_be_asked_of_a_state_file(features, head, tmp_path):
+    weight, bias = head
+    save_state(ViM(dim=4, weight=weight, bias=bias).fit(features), tmp_path / "s.pt")
+    for key in ("head", "weight", "bias"):
+        with pytest.raises(ValueError, match=f"classifier head; '{key}' cannot be given"):
+            load_state(tmp_path / "s.pt", params={key: None})
+    assert load_state(tmp_path / "s.pt", params={"dim": 4}).has_head

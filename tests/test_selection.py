@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.autograd import forward_ad
 
 from oodscore._selection import largest_values
+from oodscore.functional.energy import joint_energy_score
 from oodscore.functional.softmax import gen_score
 
 
@@ -104,3 +106,16 @@ def test_vmap_uses_the_torch_path(rng):
     batched = torch.func.vmap(lambda rows: largest_values(rows, 5))(x)
     for i in range(3):
         torch.testing.assert_close(ascending(batched[i]), expected(x[i], 5).flip(1))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # inside forward_ad
+def test_forward_mode_tangents_take_the_torch_path(rng):
+    """A dual tensor has no requires_grad: NumPy would drop its tangent."""
+    x = torch.from_numpy(rng.normal(size=(4, 30)))
+    t = torch.from_numpy(rng.normal(size=(4, 30)))
+    eps = 1e-6
+    for fn in (lambda a: gen_score(a, 0.1, 5), lambda a: joint_energy_score(a, 5)):
+        with forward_ad.dual_level():
+            tangent = forward_ad.unpack_dual(fn(forward_ad.make_dual(x, t))).tangent
+        central = (fn(x + eps * t) - fn(x - eps * t)) / (2 * eps)
+        torch.testing.assert_close(tangent, central, rtol=1e-6, atol=1e-8)

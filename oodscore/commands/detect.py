@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from oodscore.commands.options import STDOUT, add_key_option, input_file
-from oodscore.commands.score import add_reading_options
+from oodscore.commands.options import STDOUT, add_head_option, add_key_option, input_file
+from oodscore.commands.score import add_reading_options, check_kind, give_head
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,6 +64,7 @@ def register(subparsers: Any) -> None:
     )
     add_key_option(parser)
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    add_head_option(parser)
     add_reading_options(parser)
     parser.set_defaults(run=run)
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     # NumPy, torch and the detector load here, when the command runs, not when it registers.
     from oodscore._validation import UNIT_OPEN
     from oodscore._writing import write_csv_columns
-    from oodscore.commands.streaming import read_scorer_input
+    from oodscore.commands.streaming import read_head, read_scorer_input
     from oodscore.detection.detector_file import load_detector
     from oodscore.detection.fdr import select_ood
     from oodscore.io import check_outputs, write_atomic
@@ -87,8 +88,13 @@ def run(args: argparse.Namespace) -> int:
             f"{output.suffix.lower()!r}."
         )
     inputs = [args.detector, args.input.path]
+    if args.head is not None:
+        inputs.append(args.head.path)
     check_outputs([] if output is None else [output], inputs, force=args.force)
     detector = load_detector(args.detector, decompress_limit=args.decompress_limit)
+    label = type(detector.scorer).name  # a detector saved without its scorer's head takes one
+    give_head({label: detector.scorer}, read_head(args))
+    check_kind(label, detector.scorer)
     data = read_scorer_input(args.input, args, detector.scorer, scores=args.scores)
     try:
         result = detector(**data)

@@ -181,12 +181,15 @@ def parse_ood(items: list[str], option: str = "--ood") -> dict[str, InputFile]:
 def scorer_label(scorer: Scorer) -> str:
     """``name[:key=value,...]`` with the parameters that differ from their defaults.
 
-    It is the `--scorer` text that builds the same scorer.
+    It is the `--scorer` text that builds the same scorer, but for a classifier head (read
+    from the scorer's state file, or given with ``--head``), which it leaves out.
     """
+    from oodscore.scorers.head import params_and_head
+
     signature = inspect.signature(type(scorer))
     changed = [
         f"{key}={value!r}"
-        for key, value in scorer.get_params(deep=False).items()
+        for key, value in params_and_head(scorer)[0].items()
         if value != signature.parameters[key].default
     ]
     name = type(scorer).name

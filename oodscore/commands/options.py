@@ -74,7 +74,7 @@ def add_key_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key",
         help="the array to read from .npz files and from dicts saved in .pt files, for every "
-        "input without its own PATH::KEY",
+        "input without its own PATH::KEY (not --head, which reads 'weight' and 'bias')",
     )
 
 

@@ -154,8 +154,8 @@ def check_kind(label: str, scorer: type[Scorer] | Scorer, *, head: bool = False)
     if scorer.needs_head and not head and not has_head:
         raise ValueError(
             f"{label!r} applies the classifier head to the features: give it with --head HEAD "
-            "(a .pt of an nn.Linear's state_dict, or an .npz of 'weight' (C, D) and 'bias' "
-            "(C,))."
+            "(a .pt of an nn.Linear's state_dict or model.pt::fc of a model's, an .npz of "
+            "'weight' (C, D) and 'bias' (C,), or an .npy of the weight)."
         )
 
 

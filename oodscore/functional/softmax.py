@@ -57,10 +57,13 @@ def gen_score(logits: Tensor, gamma: float = 0.1, top_m: int = 100) -> Tensor:
     A confident float32 prediction with $1 - p = 10^{-8}$ contributes $0.158$ for
     γ = 0.1, not 0, and confident inputs keep distinct scores.
     """
+    if top_m < 1:
+        raise ValueError(f"Expected `top_m` >= 1, got {top_m}.")
     num_classes = logits.shape[1]
     if num_classes == 1:  # p = 1 and 1 - p = 0: every term is 0 for every gamma > 0
         return -(0.0 * logits[:, 0])
-    largest = torch.finfo(logits.dtype).max
+    finfo = torch.finfo(logits.dtype)
+    largest = finfo.max
     # The top M logits, and at least the two largest (for f_(2)). In-place steps below act
     # only on tensors made here: each full-size temporary is a fresh allocation to fault in.
     kept = largest_values(logits, min(max(top_m, 2), num_classes))
@@ -73,14 +76,19 @@ def gen_score(logits: Tensor, gamma: float = 0.1, top_m: int = 100) -> Tensor:
     if kept is logits:
         ratio = kept_ratios.sum(dim=1, keepdim=True) + (ties - 1)
     else:  # every class, relative to f_(2) itself: one pass over the logits
-        untied = kept.masked_fill(apart.isinf(), -torch.inf)
-        second = torch.where(ties > 1, top, untied.amax(dim=1, keepdim=True))
+        untied = kept.masked_fill(apart.isinf(), -torch.inf).amax(dim=1, keepdim=True)
+        # f_(2) = -inf (every other logit is -inf): the lowest finite value, so f - f_(2)
+        # is -inf or finite, never -inf - (-inf).
+        second = torch.where(ties > 1, top, untied.clamp_min(-largest))
         ratio = (logits - second).clamp_max_(0.0).exp_().sum(dim=1, keepdim=True) - 1
     rest = ratio * torch.exp(-second_gap)  # S - 1
     # log(S - e_j) - d_j for the untied classes, -inf for the tied, whose terms come next.
     minus_e = kept_ratios * -torch.exp(-second_gap)  # -e_j; not in place: exp_ keeps it
     log_others = torch.log(minus_e.add_(1 + rest)).sub_(apart)
-    terms = ties.clamp_max(top_m) * torch.exp(gamma * (ratio.log() - second_gap))
+    # R = 0 only when every other probability is exactly 0 (logits of -inf): log(S - 1) is
+    # then -inf, and R is raised to the smallest normal number for a finite gradient.
+    log_rest = ratio.clamp_min(finfo.tiny).log() - second_gap
+    terms = ties.clamp_max(top_m) * torch.exp(gamma * log_rest)
     if top_m > 1:
         terms = terms + log_others.mul_(gamma).exp_().sum(dim=1, keepdim=True)
     return -(terms * torch.exp(-2 * gamma * torch.log1p(rest))).squeeze(1)
