@@ -1,18 +1,19 @@
-"""``.npy`` files read safely, whole or memory-mapped, and row blocks that give their memory back.
+"""``.npy`` files read safely, whole or memory-mapped, and walked in blocks read from the file.
 
 `load_npy` checks the header before any data is read: no Python objects (nothing is
 unpickled), and a file long enough for the shape it announces (a truncated file is an error
 naming both sizes, never a crash on a short memory map). `row_blocks` walks the rows of an
-array in blocks; for a memory-mapped file it hands the pages of each finished block back to
-the operating system, so reading a file larger than the memory costs one block of it.
+array in blocks; for a memory-mapped file it reads each block from the file rather than
+through the map, so reading a file larger than the memory costs one block of it, and a file
+cut short meanwhile is an error rather than a crash.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import mmap
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,52 +91,57 @@ def row_blocks(
 ) -> Iterator[tuple[int, np.ndarray[Any, Any]]]:
     """``(start, array[start:start + rows])`` for each block of rows, in order.
 
-    The blocks are views. Once the caller asks for the next block, the pages of a
-    memory-mapped file (from `load_npy`) that the previous block used are given back
-    (``madvise(MADV_DONTNEED)``): they stay in the system's file cache, but no longer count
-    in this process's memory. A view kept by the caller stays valid (it is read from the
-    file again if used). Other arrays are only sliced.
+    For a memory-mapped ``.npy`` file (from `load_npy`) with rows laid out one after the
+    other, each block is read from the file into a new array, never through the map: the
+    process holds one block, not the pages of the whole file, and a file cut short while it
+    is read is a ``ValueError`` naming it, where a memory map would crash the process with
+    SIGBUS. Other arrays are sliced (the blocks are views).
+
+    Raises:
+        ValueError: If the file holds fewer bytes than the array's rows when a block is
+            read.
     """
-    release = _page_release(array)
-    for start in range(0, array.shape[0], rows):
-        stop = min(start + rows, array.shape[0])
-        yield start, array[start:stop]
-        release(start, stop)
+    where = _file_region(array)
+    if where is None:
+        for start in range(0, array.shape[0], rows):
+            yield start, array[start : start + rows]
+        return
+    path, offset = where
+    row_shape = array.shape[1:]
+    row_values = math.prod(row_shape)
+    row_bytes = array.itemsize * row_values
+    with open(path, "rb") as stream:
+        for start in range(0, array.shape[0], rows):
+            count = min(rows, array.shape[0] - start)
+            stream.seek(offset + start * row_bytes)
+            block = np.fromfile(stream, dtype=array.dtype, count=count * row_values)
+            if block.size < count * row_values:
+                raise ValueError(
+                    f"{_name(Path(path))} changed while it was read: it ends before row "
+                    f"{start + block.size // max(row_values, 1)} of the {array.shape[0]} its "
+                    "header announced."
+                )
+            yield start, block.reshape(count, *row_shape)
 
 
-def release_pages(array: np.ndarray[Any, Any]) -> None:
-    """Give back the pages of a memory-mapped file that ``array`` (from `load_npy`) has read.
+def _file_region(array: np.ndarray[Any, Any]) -> tuple[str, int] | None:
+    """The file and byte offset of the rows of a C-ordered memory map; ``None`` for others.
 
-    For an array used whole (the ID logits of an accuracy); a no-op for other arrays.
-    """
-    if array.ndim:
-        _page_release(array)(0, array.shape[0])
-
-
-def _page_release(array: np.ndarray[Any, Any]) -> Callable[[int, int], None]:
-    """A function that gives back the pages of rows ``[start, stop)`` of a C-ordered memory map.
-
-    A no-op for other arrays, for Fortran-ordered files (whose rows are spread over the
-    whole file) and where the system has no ``madvise``.
+    np.memmap maps its file from the allocation boundary at or below its ``offset`` (kept
+    by its slices too); the array's own first byte lies where its data pointer lies in that
+    mapping, so a slice of a map (rows ``100:``) is found as well as the whole array.
     """
     mapping = array.base
+    while isinstance(mapping, np.ndarray):
+        mapping = mapping.base
     if (
         not isinstance(array, np.memmap)
         or not isinstance(mapping, mmap.mmap)
+        or not isinstance(array.filename, (str, os.PathLike))
         or not array.flags.c_contiguous
-        or not hasattr(mmap, "MADV_DONTNEED")
         or array.ndim == 0
     ):
-        return lambda start, stop: None
-    # np.memmap maps from a page boundary up to the array's last byte.
-    lead = len(mapping) - array.nbytes
-    row_bytes = array.itemsize * math.prod(array.shape[1:])
-
-    def release(start: int, stop: int) -> None:
-        first = (lead + start * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
-        end = (lead + stop * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
-        if end > first:
-            with contextlib.suppress(OSError, ValueError):  # only memory use is at stake
-                mapping.madvise(mmap.MADV_DONTNEED, first, end - first)
-
-    return release
+        return None
+    mapped_from = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
+    start = np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+    return os.fspath(array.filename), mapped_from + array.ctypes.data - start

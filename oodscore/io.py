@@ -10,8 +10,8 @@ bytes (``decompress_limit=``). A CSV file's header line and row-index column are
 it and names the option that settles it.
 
 ``.npy`` files can be memory-mapped (``load_array(path, mmap=True)``) and walked in row blocks
-(`row_blocks`) that give their memory back as they go: the command line reads a file larger
-than the memory one block at a time.
+(`row_blocks`) read from the file one at a time: the command line reads a file larger than
+the memory one block at a time.
 
 Writers go through a temporary file in the destination's folder and an atomic rename, refuse
 an existing destination unless ``force=True``, and never write over one of the inputs. Arrays
@@ -98,8 +98,9 @@ def load_array(
         decompress_limit: Bytes that a compressed member of an ``.npz`` or ``.pt`` file
             may expand to (default `DECOMPRESS_LIMIT`).
         mmap: Return a ``.npy`` file's array as a read-only memory map: nothing is read
-            until rows are used (walk them with `row_blocks`), and the file must not change
-            meanwhile. Other formats are read whole either way.
+            until rows are used. Walk them with `row_blocks`, which reads each block from
+            the file (a file cut short meanwhile is a ``ValueError``; a map read directly
+            would crash the process with SIGBUS). Other formats are read whole either way.
 
     Raises:
         ValueError: On an unknown extension, a missing or ambiguous key, a CSV file that

@@ -171,16 +171,44 @@ def test_memory_maps_never_unpickle(tmp_path: Path) -> None:
         load_array(path, mmap=True)
 
 
-def test_row_blocks_are_views_that_stay_valid(tmp_path: Path) -> None:
-    """Pages given back are read again from the file when a kept block is used."""
+def test_row_blocks_of_a_map_are_read_from_the_file(tmp_path: Path) -> None:
+    """Fresh arrays equal to the rows, for the map, a slice of it and a big-endian file."""
     values = np.arange(40_000 * 8, dtype=np.float64).reshape(40_000, 8)
     np.save(tmp_path / "a.npy", values)
+    np.save(tmp_path / "big.npy", values.astype(">f4"))
     mapped = load_array(tmp_path / "a.npy", mmap=True)
     assert isinstance(mapped, np.memmap)
     assert not mapped.flags.writeable
     kept = [block for _, block in row_blocks(mapped, 3_000)]
     assert [len(b) for b in kept] == [3_000] * 13 + [1_000]
+    assert not any(isinstance(b, np.memmap) or np.shares_memory(b, mapped) for b in kept)
     np.testing.assert_array_equal(np.concatenate(kept), values)
+    tail = [block for _, block in row_blocks(mapped[12_345:], 5_000)]
+    np.testing.assert_array_equal(np.concatenate(tail), values[12_345:])
+    big = load_array(tmp_path / "big.npy", mmap=True)
+    np.testing.assert_array_equal(
+        np.concatenate([b for _, b in row_blocks(big, 7_000)]), values.astype(np.float32)
+    )
+    columns = mapped[:, 2:5]  # rows not contiguous: sliced as views
+    np.testing.assert_array_equal(
+        np.concatenate([b for _, b in row_blocks(columns, 9_000)]), values[:, 2:5]
+    )
+
+
+def test_a_file_cut_short_while_read_is_an_error_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through a memory map the next block would raise SIGBUS and kill the process."""
+    path = tmp_path / "a.npy"
+    np.save(path, np.ones((50_000, 8), dtype=np.float32))
+    blocks = row_blocks(load_array(path, mmap=True), 16_384)
+    assert next(blocks)[1].shape == (16_384, 8)
+    with path.open("r+b") as stream:
+        stream.truncate(path.stat().st_size // 2)
+    with pytest.raises(
+        ValueError, match=r"changed while it was read: it ends before row 24\d+ of the 50000"
+    ):
+        list(blocks)
 
 
 PEAK = textwrap.dedent(

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from oodscore._eval_inputs import as_features, check_rows
-from oodscore._npy import release_pages
 from oodscore._validation import check_same_width
 from oodscore.commands.eval import FEATURE_OPTIONS, parse_ood, scorer_label
 from oodscore.commands.options import STDOUT, InputFile, parse_params, path_of, split_scorer
@@ -190,10 +189,12 @@ def _evaluate(
 ) -> Report:
     """Fit, then score the ID set and each OOD set in turn; the report of their scores."""
 
-    def read(item: InputFile | None) -> Any:
-        return None if item is None else read_array(item, args, mmap=True)
+    def read(item: InputFile | None, *, whole: bool = False) -> Any:
+        return None if item is None else read_array(item, args, mmap=not whole)
 
-    fit_features, fit_logits = read(args.fit_features), read(args.fit_logits)
+    # Fitting reads every row: the fit sets are read whole, the test sets in row blocks.
+    fit_features = read(args.fit_features, whole=True)
+    fit_logits = read(args.fit_logits, whole=True)
     fit_targets = None if args.fit_targets is None else read_targets(args.fit_targets, args)
     id_logits, id_features = read(args.id_path), read(args.id_features)
     _check_fit_data(args, "features", fit_features, fit_targets, id_features)
@@ -205,15 +206,14 @@ def _evaluate(
         features=None if fit_features is None else as_features(fit_features, "fit_features"),
         targets=fit_targets,
     )
-    for fitted_on in (fit_features, fit_logits):
-        if fitted_on is not None:
-            release_pages(fitted_on)
+    del fit_features, fit_logits
     id_set = _Set("id", id_logits, id_features)
     id_scores = id_set.score(scorers, device, id_set)
     id_metrics = {}
     if args.id_targets is not None and id_logits is not None:
-        id_metrics = id_task_metrics(id_logits, read_targets(args.id_targets, args))
-        release_pages(id_logits)
+        whole = read(args.id_path, whole=True)  # once more, for the accuracy or the mAP
+        id_metrics = id_task_metrics(whole, read_targets(args.id_targets, args))
+        del whole
     names = list(ood_paths or feature_paths)
     ood_scores = {}
     for name in names:  # one set at a time: its arrays are dropped before the next is read

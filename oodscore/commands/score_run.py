@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from oodscore._npy import release_pages
 from oodscore.commands.options import STDOUT, InputFile, parse_params, path_of, split_scorer
 from oodscore.commands.score import check_fit_options, check_kind, give_head
 from oodscore.commands.streaming import (
@@ -93,13 +92,12 @@ def _score(scorer: Scorer, data: Any, device: Any) -> np.ndarray[Any, Any]:
 def _fit(scorer: FittedScorer, args: argparse.Namespace) -> None:
     if args.fit is None:
         return  # read from --state
-    fit_data = read_array(args.fit, args, mmap=True)
+    fit_data = read_array(args.fit, args)  # whole: fitting reads every row
     targets = None if args.fit_targets is None else read_targets(args.fit_targets, args)
     try:
         scorer.fit(fit_data, targets)
     except (TypeError, ValueError) as error:
         raise ValueError(f"Cannot fit {args.name!r} on {str(args.fit)!r}: {error}") from None
-    release_pages(fit_data)
 
 
 def _check_width(scorer: FittedScorer, data: Any, args: argparse.Namespace) -> None:
