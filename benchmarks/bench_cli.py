@@ -310,8 +310,8 @@ def reading(runs: Runs, starts: dict[str, list[float]]) -> str:
     return (
         "Goals: `oodscore score` within 1.15x the NumPy script's wall time and at most 1.2x "
         f"its peak memory. Memory: {memory:.2f}x, {'met' if memory <= 1.2 else 'not met'} "
-        "(the command gives back the pages of each block it has read; both scripts keep the "
-        "whole file mapped). Wall time: "
+        "(the command reads one block at a time from the file; both scripts keep the whole "
+        "file mapped). Wall time: "
         f"{wall:.2f}x, {'met' if wall <= 1.15 else 'not met'}: `import torch` alone takes "
         f"{torch_start:.2f} s here, {torch_start / numpy_wall:.1f}x the NumPy script's whole "
         "run, and every oodscore command computes with torch. Against the torch script, "
