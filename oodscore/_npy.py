@@ -87,15 +87,21 @@ def load_npy(path: Path, *, mmap_mode: bool = False) -> np.ndarray[Any, Any]:
 
 
 def row_blocks(
-    array: np.ndarray[Any, Any], rows: int
+    array: np.ndarray[Any, Any], rows: int, *, reuse: bool = False
 ) -> Iterator[tuple[int, np.ndarray[Any, Any]]]:
     """``(start, array[start:start + rows])`` for each block of rows, in order.
 
     For a memory-mapped ``.npy`` file (from `load_npy`) with rows laid out one after the
-    other, each block is read from the file into a new array, never through the map: the
-    process holds one block, not the pages of the whole file, and a file cut short while it
-    is read is a ``ValueError`` naming it, where a memory map would crash the process with
-    SIGBUS. Other arrays are sliced (the blocks are views).
+    other, each block is read from the file, never through the map: the process holds one
+    block, not the pages of the whole file, and a file cut short while it is read is a
+    ``ValueError`` naming it, where a memory map would crash the process with SIGBUS. Other
+    arrays are sliced (the blocks are views).
+
+    Args:
+        array: The rows.
+        rows: Rows per block.
+        reuse: Read every block of a file into one buffer: a block is valid only until the
+            next is asked for (for a caller that is done with each block by then).
 
     Raises:
         ValueError: If the file holds fewer bytes than the array's rows when a block is
@@ -109,17 +115,22 @@ def row_blocks(
     path, offset = where
     row_shape = array.shape[1:]
     row_values = math.prod(row_shape)
-    row_bytes = array.itemsize * row_values
+    buffer = np.empty(min(rows, array.shape[0]) * row_values, dtype=array.dtype) if reuse else None
     with open(path, "rb") as stream:
+        stream.seek(offset)
         for start in range(0, array.shape[0], rows):
             count = min(rows, array.shape[0] - start)
-            stream.seek(offset + start * row_bytes)
-            block = np.fromfile(stream, dtype=array.dtype, count=count * row_values)
-            if block.size < count * row_values:
+            block: np.ndarray[Any, Any] = (
+                np.empty(count * row_values, dtype=array.dtype)
+                if buffer is None
+                else buffer[: count * row_values]
+            )
+            read = stream.readinto(block.data.cast("B"))
+            if read < block.nbytes:
                 raise ValueError(
                     f"{_name(Path(path))} changed while it was read: it ends before row "
-                    f"{start + block.size // max(row_values, 1)} of the {array.shape[0]} its "
-                    "header announced."
+                    f"{start + read // max(array.itemsize * row_values, 1)} of the "
+                    f"{array.shape[0]} its header announced."
                 )
             yield start, block.reshape(count, *row_shape)
 

@@ -11,19 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from oodscore.cli import main
+from tests.cli_runner import error_of, run
 from tests.reference import scorers as ref
 
 
 @pytest.fixture
 def logits(rng) -> np.ndarray:
     return rng.normal(scale=3.0, size=(7, 4)).astype(np.float32)
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def read_scores(path: Path) -> np.ndarray:
@@ -108,15 +102,6 @@ def test_npz_and_pt_dicts_choose_the_array_by_key(tmp_path, capsys, logits):
     code, _, err = run(["score", "max_logit", str(pt), "-o", other, "--key", "y"], capsys)
     assert code == 2
     assert "has no array 'y'; it has: x" in err
-
-
-def error_of(argv: list[str], capsys) -> str:
-    code, out, err = run(argv, capsys)
-    assert code == 2
-    assert out == ""
-    assert err.startswith("oodscore: error: ")
-    assert err.count("\n") == 1, "one line, no traceback"
-    return err
 
 
 def test_refuses_to_overwrite_without_force(tmp_path, capsys, logits):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from oodscore import Energy, evaluate_logits
-from oodscore.cli import main
+from tests.cli_runner import run
 from tests.reference import evaluation as ref
 
 
@@ -34,12 +34,6 @@ def files(tmp_path: Path, rng: np.random.Generator) -> dict[str, Path]:
     np.savetxt(paths["far"], far, delimiter=",")
     np.save(paths["targets"], np.arange(40) % 4)
     return paths
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def base(files: dict[str, Path]) -> list[str]:

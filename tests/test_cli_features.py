@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from oodscore import Mahalanobis, RelativeMahalanobis, evaluate_logits
-from oodscore.cli import main
 from oodscore.state_file import FORMAT, VERSION, load_state, save_state
+from tests.cli_runner import error_of, run
 
 
 @pytest.fixture
@@ -39,22 +39,8 @@ def files(tmp_path: Path, rng: np.random.Generator) -> dict[str, Path]:
     return paths
 
 
-def run(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def ok(argv: list[object], capsys: pytest.CaptureFixture[str]) -> None:
     assert run(argv, capsys) == (0, "", "")
-
-
-def error_of(argv: list[object], capsys: pytest.CaptureFixture[str]) -> str:
-    code, out, err = run(argv, capsys)
-    assert (code, out) == (2, ""), err
-    assert err.startswith("oodscore: error: ")
-    assert err.count("\n") == 1, "one line, no traceback"
-    return err
 
 
 def test_fit_save_and_load_give_the_python_api_scores(

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from oodscore import ASH, DICE, OODDetector, ReAct, ViM, evaluate_logits
-from oodscore.cli import main
+from tests.cli_runner import error_of, run
 
 D, C = 8, 4
 
@@ -37,20 +37,6 @@ def d(tmp_path: Path, rng: np.random.Generator) -> Path:
     np.savez(tmp_path / "head.npz", weight=weight, bias=bias)
     np.save(tmp_path / "weight.npy", weight)
     return tmp_path
-
-
-def run(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_of(argv: list[object], capsys: pytest.CaptureFixture[str]) -> str:
-    code, out, err = run(argv, capsys)
-    assert (code, out) == (2, ""), err
-    assert err.startswith("oodscore: error: ")
-    assert err.count("\n") == 1, "one line, no traceback"
-    return err
 
 
 def head_of(d: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -20,22 +20,9 @@ from oodscore.commands.options import input_file, split_scorer
 from oodscore.evaluation import evaluate_logits
 from oodscore.io import load_array, write_array
 from oodscore.scorers.mos import MOS
+from tests.cli_runner import error_of, run
 from tests.reference import mos as ref_mos
 from tests.reference import scorers as ref
-
-
-def run(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_of(argv: list[object], capsys: pytest.CaptureFixture[str]) -> str:
-    code, out, err = run(argv, capsys)
-    assert (code, out) == (2, ""), err
-    assert err.startswith("oodscore: error: ")
-    assert err.count("\n") == 1, err
-    return err
 
 
 @pytest.fixture

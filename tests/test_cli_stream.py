@@ -12,17 +12,11 @@ import numpy as np
 import pytest
 
 import oodscore.commands.streaming as streaming
-from oodscore.cli import main
 from oodscore.evaluation import evaluate_logits
 from oodscore.io import load_array, row_blocks
+from tests.cli_runner import run
 from tests.reference import evaluation as ref_eval
 from tests.reference import scorers as ref
-
-
-def run(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -183,6 +177,8 @@ def test_row_blocks_of_a_map_are_read_from_the_file(tmp_path: Path) -> None:
     assert [len(b) for b in kept] == [3_000] * 13 + [1_000]
     assert not any(isinstance(b, np.memmap) or np.shares_memory(b, mapped) for b in kept)
     np.testing.assert_array_equal(np.concatenate(kept), values)
+    reused = [block.copy() for _, block in row_blocks(mapped, 3_000, reuse=True)]
+    np.testing.assert_array_equal(np.concatenate(reused), values)
     tail = [block for _, block in row_blocks(mapped[12_345:], 5_000)]
     np.testing.assert_array_equal(np.concatenate(tail), values[12_345:])
     big = load_array(tmp_path / "big.npy", mmap=True)

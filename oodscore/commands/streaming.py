@@ -152,7 +152,8 @@ def score_rows(
     widest = max(int(np.prod(a.shape[1:])) for a, _ in inputs.values())
     rows = block_rows(widest)
     out: dict[str, np.ndarray[Any, Any]] = {}
-    walks = [row_blocks(inputs[kind][0], rows) for kind in kinds]
+    # Each block is scored before the next is read: one buffer per input serves them all.
+    walks = [row_blocks(inputs[kind][0], rows, reuse=True) for kind in kinds]
     with torch.no_grad(), _progress(label, total) as advance:
         for parts in zip(*walks, strict=True):
             start, count = parts[0][0], len(parts[0][1])
