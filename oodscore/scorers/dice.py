@@ -75,7 +75,6 @@ class DICE(UsesHead, ComposesLogitScorer, FittedScorer):
         self.percentile = PERCENT.check(percentile, "percentile")
         self._init_logit_scorer(scorer)
         self._init_head(head, weight, bias)
-        self._masked: dict[tuple[torch.device, torch.dtype], _MaskedHead] = {}
 
     def fit_state(self, features: Tensor, targets: ArrayLike | None) -> dict[str, Tensor]:
         """The mean of the ID features (D,), in float64."""
@@ -125,16 +124,12 @@ class DICE(UsesHead, ComposesLogitScorer, FittedScorer):
         weight, bias = self.masked_head(features)
         return head_scores(features, weight, bias, self.score_logits)
 
-    def set_head(
-        self,
-        head: nn.Linear | None = None,
-        *,
-        weight: HeadWeight | None = None,
-        bias: HeadWeight | None = None,
+    def _init_head(
+        self, head: nn.Linear | None, weight: HeadWeight | None, bias: HeadWeight | None
     ) -> None:
-        """`UsesHead.set_head`, and forget the masked weights of the previous head."""
-        super().set_head(head, weight=weight, bias=bias)
-        self._masked.clear()
+        """`UsesHead._init_head`, and forget the masked weights of the previous head."""
+        super()._init_head(head, weight, bias)
+        self._masked: dict[tuple[torch.device, torch.dtype], _MaskedHead] = {}
 
     def _head_sources(
         self, device: torch.device
