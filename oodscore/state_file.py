@@ -141,7 +141,7 @@ def load_state(
         path, FORMAT, VERSION, what="state file", decompress_limit=decompress_limit
     )
     saved_name = payload.get("scorer")
-    saved = _saved_params(payload.get("params"), where)
+    saved = parse_json_entry(payload.get("params"), where, "params")
     state = payload.get("state")
     if not isinstance(saved_name, str) or not isinstance(state, dict):
         raise ValueError(f"{where} is a damaged state file (bad 'scorer' or 'state' entry).")
@@ -166,24 +166,40 @@ def check_state_suffix(path: str | os.PathLike[str]) -> None:
         raise ValueError(f"Expected a state file ending in .pt or .pth, got {str(path)!r}.")
 
 
-def _params_json(params: dict[str, Any], scorer: FittedScorer) -> str:
+def json_entry(value: object, what: str, *, file: str = "state file") -> str:
+    """``value`` as the JSON text of an entry of an oodscore ``file`` (no NaN, keys sorted).
+
+    Raises:
+        ValueError: If JSON cannot hold ``value``, naming ``what`` it is.
+    """
     try:
-        return json.dumps(params, sort_keys=True, allow_nan=False)
+        return json.dumps(value, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ValueError(
-            f"Cannot save the parameters of {scorer!r} as JSON ({error}); a state file holds "
-            "only numbers, strings, booleans, None and lists of them."
+            f"Cannot save {what} as JSON ({error}); a {file} holds only numbers, strings, "
+            "booleans, None and lists of them."
         ) from None
 
 
-def _saved_params(text: object, where: str) -> dict[str, Any]:
+def parse_json_entry(
+    text: object, where: str, key: str, *, file: str = "state file"
+) -> dict[str, Any]:
+    """The JSON object of the entry ``key`` of the oodscore ``file`` at ``where``.
+
+    Raises:
+        ValueError: If the entry is not the text of a JSON object.
+    """
     try:
-        params = json.loads(text) if isinstance(text, str) else None
+        value = json.loads(text) if isinstance(text, str) else None
     except json.JSONDecodeError:
-        params = None
-    if not isinstance(params, dict):
-        raise ValueError(f"{where} is a damaged state file ('params' is not a JSON object).")
-    return params
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is a damaged {file} ({key!r} is not a JSON object).")
+    return value
+
+
+def _params_json(params: dict[str, Any], scorer: FittedScorer) -> str:
+    return json_entry(params, f"the parameters of {scorer!r}")
 
 
 def _check_same_params(

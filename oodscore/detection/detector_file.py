@@ -23,7 +23,6 @@ decides on saved logits (``oodscore detect``), or on a model's outputs in Python
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,7 +35,7 @@ from oodscore.detection.grouping import ByClassGroups, ByLabelCount, ByPredicted
 from oodscore.io import DECOMPRESS_LIMIT, write_atomic
 from oodscore.scorers.base import SCORERS
 from oodscore.scorers.head import params_and_head, params_with_head
-from oodscore.state_file import read_payload
+from oodscore.state_file import json_entry, parse_json_entry, read_payload
 
 SUFFIXES = (".pt", ".pth")
 """Extensions of detector files (they are torch files)."""
@@ -46,6 +45,9 @@ FORMAT = "oodscore-detector"
 
 VERSION = 1
 """The layout version this oodscore writes and reads."""
+
+FILE = "detector file"
+"""What messages call a detector file."""
 
 
 def save_detector(
@@ -94,8 +96,8 @@ def save_detector(
         "format": FORMAT,
         "version": VERSION,
         "scorer": name,
-        "params": _json(params, f"the parameters of {scorer!r}"),
-        "grouping": _json(_grouping_spec(detector.grouping), "the group rule"),
+        "params": json_entry(params, f"the parameters of {scorer!r}", file=FILE),
+        "grouping": json_entry(_grouping_spec(detector.grouping), "the group rule", file=FILE),
         "state": state,
         "head": head,
     }
@@ -117,12 +119,10 @@ def load_detector(
     """
     check_detector_suffix(path)
     where = repr(str(path))
-    payload = read_payload(
-        path, FORMAT, VERSION, what="detector file", decompress_limit=decompress_limit
-    )
+    payload = read_payload(path, FORMAT, VERSION, what=FILE, decompress_limit=decompress_limit)
     name, state = payload.get("scorer"), payload.get("state")
-    params = _parse(payload.get("params"), where, "params")
-    grouping = _parse(payload.get("grouping"), where, "grouping")
+    params = parse_json_entry(payload.get("params"), where, "params", file=FILE)
+    grouping = parse_json_entry(payload.get("grouping"), where, "grouping", file=FILE)
     if not isinstance(name, str) or not isinstance(state, dict):
         raise ValueError(f"{where} is a damaged detector file (bad 'scorer' or 'state' entry).")
     try:
@@ -167,23 +167,3 @@ def _grouping_of(spec: dict[str, Any]) -> Grouping | None:
     if rule == "class_groups" and isinstance(spec.get("classes"), list):
         return ByClassGroups(spec["classes"])
     raise ValueError(f"unknown group rule {spec!r}")
-
-
-def _json(value: object, what: str) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"Cannot save {what} as JSON ({error}); a detector file holds only numbers, "
-            "strings, booleans, None and lists of them."
-        ) from None
-
-
-def _parse(text: object, where: str, key: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if isinstance(text, str) else None
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where} is a damaged detector file ({key!r} is not a JSON object).")
-    return value
